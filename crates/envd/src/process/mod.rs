@@ -1,0 +1,1 @@
+//! `process.Process`: starting, attaching to, feeding and signalling processes.

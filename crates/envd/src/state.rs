@@ -1,0 +1,89 @@
+//! Sandbox-wide settings that `/init` (or `--init-file`) sets and every
+//! service reads: the access token, env vars, default user and workdir.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+
+use serde::Deserialize;
+
+/// Body of `POST /init`, and the content of `--init-file`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InitRequest {
+    #[serde(default)]
+    pub access_token: Option<String>,
+    #[serde(default)]
+    pub env_vars: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub default_user: Option<String>,
+    #[serde(default)]
+    pub default_workdir: Option<String>,
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+/// Shared, mutable sandbox-wide configuration.
+#[derive(Debug)]
+pub struct EnvdState {
+    access_token: RwLock<Option<String>>,
+    env_vars: RwLock<BTreeMap<String, String>>,
+    default_user: RwLock<String>,
+    default_workdir: RwLock<Option<String>>,
+}
+
+impl Default for EnvdState {
+    fn default() -> Self {
+        Self {
+            access_token: RwLock::new(None),
+            env_vars: RwLock::new(BTreeMap::new()),
+            default_user: RwLock::new("user".to_string()),
+            default_workdir: RwLock::new(None),
+        }
+    }
+}
+
+impl EnvdState {
+    /// Applies an init request; absent fields keep their current value.
+    pub fn apply_init(&self, init: InitRequest) {
+        if let Some(token) = init.access_token {
+            *self.access_token.write().unwrap() = (!token.is_empty()).then_some(token);
+        }
+        if let Some(vars) = init.env_vars {
+            self.env_vars.write().unwrap().extend(vars);
+        }
+        if let Some(user) = init.default_user.filter(|u| !u.is_empty()) {
+            *self.default_user.write().unwrap() = user;
+        }
+        if let Some(dir) = init.default_workdir.filter(|d| !d.is_empty()) {
+            *self.default_workdir.write().unwrap() = Some(dir);
+        }
+    }
+
+    pub fn access_token(&self) -> Option<String> {
+        self.access_token.read().unwrap().clone()
+    }
+
+    pub fn env_vars(&self) -> BTreeMap<String, String> {
+        self.env_vars.read().unwrap().clone()
+    }
+
+    pub fn default_user(&self) -> String {
+        self.default_user.read().unwrap().clone()
+    }
+
+    pub fn default_workdir(&self) -> Option<String> {
+        self.default_workdir.read().unwrap().clone()
+    }
+
+    /// True when no token is set or `given` matches it (constant-time compare).
+    pub fn token_ok(&self, given: Option<&str>) -> bool {
+        match self.access_token.read().unwrap().as_deref() {
+            None => true,
+            Some(expected) => given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
