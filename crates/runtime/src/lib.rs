@@ -1,1 +1,183 @@
-//! TODO crate doc
+//! Node runtime: makes sandboxes from templates (overlay root filesystem,
+//! user/mount/pid/uts/ipc/cgroup namespaces, cgroup limits, seccomp, envd as
+//! init), keeps the catalog of live sandboxes, tears them down, and cleans up
+//! what a crashed predecessor left.
+//!
+//! Owns: templates on disk and sandbox processes, mounts and cgroups. Must not
+//! touch: HTTP, the database, TLS. Network objects come from `sandbar-net`.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+pub use sandbar_net::{EgressPolicy, Network};
+
+/// Where the runtime keeps its files and which ids it maps sandboxes to.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Same instance name as the network's; names cgroups and dirs.
+    pub instance: String,
+    /// Per-sandbox state: `<data_dir>/sandboxes/<id>/`.
+    pub data_dir: PathBuf,
+    /// Template store: `<templates_dir>/<name>/rootfs`.
+    pub templates_dir: PathBuf,
+    /// The envd binary bind-mounted into every sandbox.
+    pub envd_bin: PathBuf,
+    /// Host uid/gid that root inside a sandbox maps to.
+    pub uid_base: u32,
+}
+
+/// How the edge proxy should treat a sandbox's public traffic.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// When set, requests (except to envd's port) need header
+    /// `e2b-traffic-access-token` with this value.
+    pub traffic_access_token: Option<String>,
+    /// `maskRequestHost`, with `${PORT}` still to substitute.
+    pub mask_request_host: Option<String>,
+}
+
+/// What to make.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub template: String,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub env_vars: BTreeMap<String, String>,
+    /// envd's access token (`secure: true`), else None.
+    pub envd_access_token: Option<String>,
+    pub egress: EgressPolicy,
+    pub route: Route,
+}
+
+/// A live sandbox as the runtime sees it.
+#[derive(Debug, Clone)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub template: String,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub started_at: DateTime<Utc>,
+    /// Address of the sandbox inside the node's sandbox network.
+    pub addr: std::net::Ipv4Addr,
+}
+
+/// Resource use read from the sandbox's cgroup and upper layer.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub cpu_count: u32,
+    pub cpu_used_pct: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("template '{0}' not found")]
+    TemplateNotFound(String),
+    #[error("sandbox '{0}' not found")]
+    NotFound(String),
+    #[error("sandbox '{0}' already exists")]
+    AlreadyExists(String),
+    #[error("network: {0}")]
+    Net(#[from] sandbar_net::NetError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox failed to start: {0}")]
+    Start(String),
+}
+
+/// Why a connection into a sandbox could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("sandbox not found")]
+    NotFound,
+    #[error("port {0} is not open")]
+    PortClosed(u16),
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the edge proxy may know of sandboxes: where they are and how to reach
+/// a port inside. Implemented by [`Runtime`] on one node; a multi-node
+/// deployment implements it over the shared catalog.
+pub trait Catalog: Send + Sync + 'static {
+    fn lookup(&self, id: &str) -> Option<Route>;
+    fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>>;
+}
+
+/// The node runtime.
+pub struct Runtime {
+    #[allow(dead_code)]
+    config: RuntimeConfig,
+    #[allow(dead_code)]
+    net: Arc<Network>,
+}
+
+impl Runtime {
+    pub async fn start(config: RuntimeConfig, net: Arc<Network>) -> Result<Arc<Self>, RuntimeError> {
+        Ok(Arc::new(Self { config, net }))
+    }
+
+    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
+        let _ = spec;
+        Err(RuntimeError::Start("the sandbox runtime is not built yet".into()))
+    }
+
+    pub async fn kill(&self, id: &str) -> Result<bool, RuntimeError> {
+        let _ = id;
+        Ok(false)
+    }
+
+    pub fn get(&self, id: &str) -> Option<SandboxInfo> {
+        let _ = id;
+        None
+    }
+
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        Vec::new()
+    }
+
+    pub fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
+
+    /// Whether a template exists in the store.
+    pub fn has_template(&self, name: &str) -> bool {
+        let _ = name;
+        false
+    }
+
+    pub async fn set_egress(&self, id: &str, policy: EgressPolicy) -> Result<(), RuntimeError> {
+        let _ = policy;
+        Err(RuntimeError::NotFound(id.to_string()))
+    }
+
+    /// Kills every sandbox and releases their resources.
+    pub async fn shutdown(&self) {}
+}
+
+impl Catalog for Runtime {
+    fn lookup(&self, id: &str) -> Option<Route> {
+        let _ = id;
+        None
+    }
+
+    fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>> {
+        let _ = (id, port);
+        Box::pin(async { Err(DialError::NotFound) })
+    }
+}
