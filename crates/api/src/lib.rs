@@ -1,1 +1,129 @@
-//! TODO crate doc
+//! The E2B-compatible control-plane REST API on axum: sandboxes (create, get,
+//! list, kill, timeouts, connect, metrics, logs, network), API-key auth, and
+//! the evictor that kills sandboxes at their end time.
+//!
+//! Owns: HTTP semantics of the control plane and sandbox timeouts. Must not
+//! touch: sockets into sandboxes (those go through the runtime).
+
+mod auth;
+mod backend;
+mod body;
+mod error;
+mod evictor;
+mod model;
+mod routes;
+mod timeouts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use sandbar_store::Store;
+use tokio::sync::Notify;
+
+pub use backend::{LocalRuntime, SandboxBackend};
+pub use error::ApiError;
+pub use model::{NetworkConfig, NewSandbox, Sandbox, SandboxDetail};
+
+/// How the API presents itself and what it allows.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// The `domain` field returned to clients: the public sandbox domain,
+    /// with `:port` when the proxy does not listen on 443.
+    pub public_domain: String,
+    /// Timeout when a create request gives none.
+    pub default_timeout: Duration,
+    /// Longest timeout a request may ask for.
+    pub max_timeout: Duration,
+    /// Which node this API's runtime is (recorded with every sandbox).
+    pub node: String,
+    /// Constant `clientID` (the SDKs require the field; its value is opaque).
+    pub client_id: String,
+    pub envd_version: String,
+    pub default_cpu_count: u32,
+    pub default_memory_mb: u64,
+    pub default_disk_mb: u64,
+}
+
+impl ApiConfig {
+    pub fn new(public_domain: impl Into<String>) -> Self {
+        Self {
+            public_domain: public_domain.into(),
+            default_timeout: Duration::from_secs(300),
+            max_timeout: Duration::from_secs(24 * 3600),
+            node: "local".into(),
+            client_id: "6532622b".into(),
+            envd_version: "0.5.7".into(),
+            default_cpu_count: 2,
+            default_memory_mb: 512,
+            default_disk_mb: 2048,
+        }
+    }
+}
+
+/// Shared by every handler.
+pub(crate) struct Shared {
+    pub config: ApiConfig,
+    pub store: Store,
+    pub backend: Arc<dyn SandboxBackend>,
+    /// Wakes the evictor when an end time may have moved earlier.
+    pub evictor_wake: Notify,
+}
+
+pub(crate) type AppState = Arc<Shared>;
+
+/// The API service and its background evictor.
+pub struct Api {
+    shared: AppState,
+    evictor: tokio::task::JoinHandle<()>,
+}
+
+impl Api {
+    /// Reconciles the store with what the runtime holds (sandboxes that did
+    /// not survive a restart are marked gone) and starts the evictor.
+    pub async fn start(
+        config: ApiConfig,
+        store: Store,
+        backend: Arc<dyn SandboxBackend>,
+    ) -> Result<Self, ApiError> {
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            backend,
+            evictor_wake: Notify::new(),
+        });
+        let mut gone = 0;
+        for id in shared.store.live_sandbox_ids(&shared.config.node).await? {
+            if !shared.backend.is_alive(&id) && shared.store.mark_killed(&id).await? {
+                gone += 1;
+            }
+        }
+        if gone > 0 {
+            tracing::info!(gone, "marked sandboxes of a previous run as gone");
+        }
+        let evictor = tokio::spawn(evictor::run(shared.clone()));
+        Ok(Self { shared, evictor })
+    }
+
+    /// The HTTP service (serve it, or hand it to the proxy for `api.{domain}`).
+    pub fn router(&self) -> Router {
+        routes::router(self.shared.clone())
+    }
+
+    /// Stops the evictor and marks this node's sandboxes gone; call after the
+    /// runtime has killed them.
+    pub async fn shutdown(self) -> Result<(), ApiError> {
+        self.evictor.abort();
+        for id in self
+            .shared
+            .store
+            .live_sandbox_ids(&self.shared.config.node)
+            .await?
+        {
+            if !self.shared.backend.is_alive(&id) {
+                self.shared.store.mark_killed(&id).await?;
+            }
+        }
+        Ok(())
+    }
+}

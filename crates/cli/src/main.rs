@@ -1,1 +1,210 @@
-fn main() {}
+//! The `sandbar` binary: `serve` runs the whole server on one machine; the
+//! other commands manage keys, sandboxes and templates, or print the
+//! environment that points the E2B SDKs at it.
+
+mod env_cmd;
+mod keys_cmd;
+mod layout;
+mod sandbox_cmd;
+mod serve;
+mod template_cmd;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sandbar_store::Store;
+use tracing_subscriber::EnvFilter;
+
+use crate::layout::DataDir;
+use crate::sandbox_cmd::{parse_pair, ApiClient};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbar",
+    version,
+    about = "Self-hosted sandboxes that speak the E2B API"
+)]
+struct Cli {
+    /// Where sandbar keeps its database, keys, certificates, templates and sandboxes.
+    #[arg(
+        long,
+        global = true,
+        env = "SANDBAR_DATA_DIR",
+        default_value = "/var/lib/sandbar"
+    )]
+    data_dir: PathBuf,
+    /// Template store; default `<data-dir>/templates`.
+    #[arg(long, global = true, env = "SANDBAR_TEMPLATES_DIR")]
+    templates_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API, the edge proxy and the sandbox runtime.
+    Serve(serve::ServeArgs),
+    /// Print `export` lines that point the E2B SDKs at this server.
+    Env,
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Create, list and kill sandboxes through the API.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
+    /// Build and list templates.
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a key; prints it once.
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    List,
+    /// Revoke by id or by the prefix shown in `keys list`.
+    Revoke {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SandboxCommand {
+    /// Create a sandbox; prints its id.
+    Create {
+        #[arg(long, short, default_value = "base")]
+        template: String,
+        /// Seconds until it is killed (server default: 300).
+        #[arg(long)]
+        timeout: Option<u64>,
+        #[arg(long = "metadata", short = 'm', value_parser = parse_pair)]
+        metadata: Vec<(String, String)>,
+        #[arg(long = "env", short = 'e', value_parser = parse_pair)]
+        envs: Vec<(String, String)>,
+    },
+    #[command(alias = "list")]
+    Ls,
+    /// Run a command in a sandbox (not built yet).
+    Exec {
+        id: String,
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    Kill {
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplateCommand {
+    /// Build a built-in template (`base`, `code-interpreter-v1`) unless current.
+    Build {
+        name: String,
+        #[arg(long, env = "SANDBAR_UID_BASE", default_value_t = 1_000_000)]
+        uid_base: u32,
+    },
+    #[command(alias = "list")]
+    Ls,
+}
+
+/// The API and key from the environment (as `sandbar env` exports them), or
+/// from what `serve` left in the data dir.
+fn api_client(data: &DataDir) -> Result<ApiClient> {
+    let url = match std::env::var("E2B_API_URL") {
+        Ok(u) => u,
+        Err(_) => data.read_serve_state()?.api_url,
+    };
+    let key = match std::env::var("E2B_API_KEY") {
+        Ok(k) => k,
+        Err(_) => data.read_api_key()?,
+    };
+    ApiClient::new(&url, &key)
+}
+
+async fn open_store(data: &DataDir) -> Result<Store> {
+    let url =
+        std::env::var("SANDBAR_DATABASE_URL").unwrap_or_else(|_| Store::default_url(&data.root));
+    Store::open(&url).await.context("opening the database")
+}
+
+fn main() -> std::process::ExitCode {
+    // Must come first: the runtime re-executes this binary as its
+    // single-threaded sandbox helper, before any thread exists.
+    sandbar_runtime::init::main_if_requested();
+
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The chain of causes, one line; no backtrace even when
+            // RUST_BACKTRACE is set, as this is the operator's output.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // netlink-packet-route warns about every kernel attribute newer than
+    // itself, and sqlx logs PostgreSQL's notices: noise for an operator.
+    let filter = EnvFilter::try_from_env("SANDBAR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,netlink_packet_route=error,sqlx=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let data = DataDir {
+        root: cli.data_dir,
+        templates: cli.templates_dir,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(data, args).await,
+            Command::Env => env_cmd::run(&data),
+            Command::Keys { command } => {
+                let store = open_store(&data).await?;
+                match command {
+                    KeysCommand::Create { name } => keys_cmd::create(&store, &name).await,
+                    KeysCommand::List => keys_cmd::list(&store).await,
+                    KeysCommand::Revoke { id } => keys_cmd::revoke(&store, &id).await,
+                }
+            }
+            Command::Sandbox { command } => match command {
+                SandboxCommand::Create {
+                    template,
+                    timeout,
+                    metadata,
+                    envs,
+                } => {
+                    sandbox_cmd::create(&api_client(&data)?, &template, timeout, &metadata, &envs)
+                        .await
+                }
+                SandboxCommand::Ls => sandbox_cmd::list(&api_client(&data)?).await,
+                SandboxCommand::Exec { .. } => sandbox_cmd::exec(),
+                SandboxCommand::Kill { id } => sandbox_cmd::kill(&api_client(&data)?, &id).await,
+            },
+            Command::Template { command } => match command {
+                TemplateCommand::Build { name, uid_base } => {
+                    template_cmd::build(&data, &name, uid_base).await
+                }
+                TemplateCommand::Ls => template_cmd::list(&data),
+            },
+        }
+    })
+}

@@ -2,7 +2,7 @@
 //! service reads: the access token, env vars, default user and workdir.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use serde::Deserialize;
 
@@ -29,6 +29,8 @@ pub struct EnvdState {
     env_vars: RwLock<BTreeMap<String, String>>,
     default_user: RwLock<String>,
     default_workdir: RwLock<Option<String>>,
+    /// The newest `timestamp` of an applied `/init`, to refuse replays.
+    last_init: Mutex<Option<chrono::DateTime<chrono::FixedOffset>>>,
 }
 
 impl Default for EnvdState {
@@ -38,6 +40,7 @@ impl Default for EnvdState {
             env_vars: RwLock::new(BTreeMap::new()),
             default_user: RwLock::new("user".to_string()),
             default_workdir: RwLock::new(None),
+            last_init: Mutex::new(None),
         }
     }
 }
@@ -57,6 +60,28 @@ impl EnvdState {
         if let Some(dir) = init.default_workdir.filter(|d| !d.is_empty()) {
             *self.default_workdir.write().unwrap() = Some(dir);
         }
+    }
+
+    /// Applies `init` unless its `timestamp` (RFC 3339) is older than that of
+    /// an `/init` already applied, so a replayed or reordered request cannot
+    /// roll the token back. Returns whether it was applied.
+    pub fn apply_init_if_newer(&self, init: InitRequest) -> Result<bool, chrono::ParseError> {
+        let stamp = init
+            .timestamp
+            .as_deref()
+            .map(chrono::DateTime::parse_from_rfc3339)
+            .transpose()?;
+        {
+            let mut last = self.last_init.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(stamp) = stamp {
+                if last.is_some_and(|prev| stamp < prev) {
+                    return Ok(false);
+                }
+                *last = Some(stamp);
+            }
+        }
+        self.apply_init(init);
+        Ok(true)
     }
 
     pub fn access_token(&self) -> Option<String> {

@@ -4,12 +4,41 @@
 //!
 //! Owns: every network object sandbar makes on the host. Must not touch:
 //! mounts, processes, cgroups or the control plane.
+//!
+//! Layout of one sandbox (index `n`, a /30 of `config.subnet`):
+//! namespace pinned at `<state_dir>/netns/<n>`, host veth `sb<instance>-<n>`
+//! holding `.1` (the sandbox's gateway and resolver), `eth0` inside holding
+//! `.2`, default route via `.1`, no IPv6 but loopback.
 
+mod dial;
+mod dns;
+mod layout;
+mod links;
+mod netns;
+mod nft;
+mod policy;
+mod slot;
+
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use dial::dial;
+pub use dns::system_resolvers;
+pub use netns::mount_points;
+
+use dns::DnsForwarder;
+use layout::{IndexAllocator, Layout};
+use nft::{Firewall, SandboxRules};
+use policy::{CompiledPolicy, DnsAccess};
+use slot::Slot;
 
 /// How the node's sandbox network is laid out.
 #[derive(Debug, Clone)]
@@ -24,7 +53,7 @@ pub struct NetConfig {
     pub state_dir: PathBuf,
     /// How many ready namespaces to keep in the pool.
     pub pool_size: usize,
-    /// Upstream resolvers for the DNS forwarder (default: /etc/resolv.conf).
+    /// Upstream resolvers for the DNS forwarder (empty: /etc/resolv.conf).
     pub dns_upstream: Vec<SocketAddr>,
 }
 
@@ -33,7 +62,7 @@ pub struct NetConfig {
 pub struct EgressPolicy {
     /// `false`: nothing leaves the sandbox, DNS included.
     pub allow_internet: bool,
-    /// CIDRs/IPs allowed even when otherwise denied.
+    /// CIDRs/IPs allowed even when otherwise denied (also private ranges).
     pub allow_out: Vec<String>,
     /// CIDRs/IPs denied.
     pub deny_out: Vec<String>,
@@ -41,7 +70,11 @@ pub struct EgressPolicy {
 
 impl Default for EgressPolicy {
     fn default() -> Self {
-        Self { allow_internet: true, allow_out: Vec::new(), deny_out: Vec::new() }
+        Self {
+            allow_internet: true,
+            allow_out: Vec::new(),
+            deny_out: Vec::new(),
+        }
     }
 }
 
@@ -64,45 +97,477 @@ pub enum NetError {
     Setup(String),
     #[error("no free sandbox address left in {0}")]
     Exhausted(Ipv4Net),
+    #[error("invalid network configuration: {0}")]
+    Config(String),
+    #[error("invalid egress policy: {0}")]
+    Policy(String),
+    #[error("the sandbox network is shut down")]
+    Closed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
+/// A handed-out slot and the per-sandbox firewall state it carries.
+struct Live {
+    slot: Slot,
+    rules: SandboxRules,
+}
+
+struct Inner {
+    config: NetConfig,
+    layout: Layout,
+    /// rtnetlink in the host namespace.
+    host: rtnetlink::Handle,
+    firewall: Firewall,
+    access: Arc<DnsAccess>,
+    dns: Mutex<Option<DnsForwarder>>,
+    indices: Mutex<IndexAllocator>,
+    pool: Mutex<VecDeque<Slot>>,
+    live: Mutex<HashMap<u32, Live>>,
+    /// Serializes changes to per-sandbox rules, so that the recorded
+    /// [`SandboxRules`] always match the table.
+    rules_lock: tokio::sync::Mutex<()>,
+    refill: Arc<Notify>,
+    closed: AtomicBool,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The node's sandbox network.
 pub struct Network {
-    #[allow(dead_code)]
-    config: NetConfig,
+    inner: Arc<Inner>,
+    refill_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Network {
     pub async fn new(config: NetConfig) -> Result<Arc<Self>, NetError> {
-        let _ = config;
-        Err(NetError::Setup("sandbox networking is not built yet".into()))
+        let layout = Layout::new(&config)?;
+        let upstreams = if config.dns_upstream.is_empty() {
+            system_resolvers()
+        } else {
+            config.dns_upstream.clone()
+        };
+        let (connection, host, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+
+        remove_leftovers(&layout, &host).await?;
+        enable_forwarding()?;
+        netns::prepare_dir(&layout.netns_dir())?;
+        let access = Arc::new(DnsAccess::default());
+        let started = async {
+            let dns = DnsForwarder::start(upstreams, access.clone()).await?;
+            let firewall = Firewall::new(
+                layout.table(),
+                layout.veth_wildcard(),
+                layout.subnet(),
+                dns.port(),
+            );
+            firewall.install().await?;
+            Ok::<_, NetError>((dns, firewall))
+        };
+        let (dns, firewall) = match started.await {
+            Ok(parts) => parts,
+            Err(e) => {
+                let _ = netns::clean_dir(&layout.netns_dir(), true);
+                remove_if_empty(&config.state_dir);
+                return Err(e);
+            }
+        };
+        tracing::info!(
+            instance = %config.instance,
+            subnet = %layout.subnet(),
+            table = %layout.table(),
+            dns_port = dns.port(),
+            pool_size = config.pool_size,
+            "sandbox network ready"
+        );
+
+        let inner = Arc::new(Inner {
+            indices: Mutex::new(IndexAllocator::new(layout.slots())),
+            config,
+            layout,
+            host,
+            firewall,
+            access,
+            dns: Mutex::new(Some(dns)),
+            pool: Mutex::new(VecDeque::new()),
+            live: Mutex::new(HashMap::new()),
+            rules_lock: tokio::sync::Mutex::new(()),
+            refill: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
+        });
+        let task = tokio::spawn(refill_pool(Arc::downgrade(&inner), inner.refill.clone()));
+        inner.refill.notify_one();
+        Ok(Arc::new(Self {
+            inner,
+            refill_task: Mutex::new(Some(task)),
+        }))
     }
 
+    /// A ready namespace (from the pool when it has one) with `policy` in force.
     pub async fn acquire(&self, policy: &EgressPolicy) -> Result<SandboxNet, NetError> {
-        let _ = policy;
-        Err(NetError::Setup("sandbox networking is not built yet".into()))
+        let compiled = policy::compile(policy)?;
+        let inner = &self.inner;
+        inner.ensure_open()?;
+        let pooled = lock(&inner.pool).pop_front();
+        inner.refill.notify_one();
+        let slot = match pooled {
+            Some(slot) => slot,
+            // Builds for an empty pool run concurrently: measured with 50 at
+            // once, that finished sooner than taking them a few at a time.
+            None => inner.build_slot().await?,
+        };
+        inner.access.set(slot.addr, compiled.allow_internet);
+        let rules = if compiled.is_default() {
+            SandboxRules::default()
+        } else {
+            let _guard = inner.rules_lock.lock().await;
+            match inner
+                .firewall
+                .apply_policy(&slot.host_veth, SandboxRules::default(), &compiled)
+                .await
+            {
+                Ok(rules) => rules,
+                Err(e) => {
+                    inner.access.remove(slot.addr);
+                    // The transaction failed as a whole, so the slot has no rules.
+                    inner.discard(slot, SandboxRules::default()).await;
+                    return Err(e);
+                }
+            }
+        };
+        if inner.closed.load(Ordering::SeqCst) {
+            inner.access.remove(slot.addr);
+            inner.discard(slot, rules).await;
+            return Err(NetError::Closed);
+        }
+        let net = slot.sandbox_net();
+        lock(&inner.live).insert(slot.index, Live { slot, rules });
+        Ok(net)
     }
 
-    pub async fn set_policy(&self, net: &SandboxNet, policy: &EgressPolicy) -> Result<(), NetError> {
-        let _ = (net, policy);
-        Err(NetError::Setup("sandbox networking is not built yet".into()))
+    /// Changes a live sandbox's egress policy in place.
+    pub async fn set_policy(
+        &self,
+        net: &SandboxNet,
+        policy: &EgressPolicy,
+    ) -> Result<(), NetError> {
+        let compiled = policy::compile(policy)?;
+        let inner = &self.inner;
+        let _guard = inner.rules_lock.lock().await;
+        let current = inner.live_rules(net)?;
+        if !compiled.allow_internet {
+            inner.access.set(net.addr, false);
+        }
+        let rules = inner
+            .firewall
+            .apply_policy(&net.host_veth, current, &compiled)
+            .await?;
+        if let Some(live) = lock(&inner.live).get_mut(&net.index) {
+            live.rules = rules;
+        }
+        inner.access.set(net.addr, compiled.allow_internet);
+        Ok(())
     }
 
+    /// Removes the sandbox's namespace and rules; its veth pair goes with the
+    /// namespace once no process is left inside (the kernel does that in the
+    /// background). Releasing twice is harmless.
     pub async fn release(&self, net: SandboxNet) -> Result<(), NetError> {
-        let _ = net;
-        Ok(())
+        let inner = &self.inner;
+        let live = {
+            let mut live = lock(&inner.live);
+            match live.get(&net.index) {
+                Some(entry) if entry.slot.host_veth == net.host_veth => live.remove(&net.index),
+                _ => None,
+            }
+        };
+        let Some(Live { slot, rules }) = live else {
+            tracing::debug!(veth = %net.host_veth, "release of a sandbox network that is not live");
+            return Ok(());
+        };
+        inner.access.remove(slot.addr);
+        inner.teardown(slot, rules).await
     }
 
-    /// Removes every namespace, veth and rule this instance made.
+    /// Removes every namespace, veth and rule this instance made, and stops
+    /// the DNS forwarder. Later calls to `acquire` fail with [`NetError::Closed`].
     pub async fn shutdown(&self) -> Result<(), NetError> {
-        Ok(())
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::SeqCst);
+        inner.refill.notify_one();
+        let task = lock(&self.refill_task).take();
+        if let Some(task) = task {
+            // Let a build in progress finish so that its slot is accounted for.
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "pool refill task ended badly");
+            }
+        }
+        let mut first_err: Option<NetError> = None;
+        let mut note = |result: Result<(), NetError>| {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "shutting down the sandbox network");
+                first_err.get_or_insert(e);
+            }
+        };
+        let pooled: Vec<Slot> = lock(&inner.pool).drain(..).collect();
+        let live: Vec<Slot> = lock(&inner.live)
+            .drain()
+            .map(|(_, live)| live.slot)
+            .collect();
+        for slot in pooled.iter().chain(&live) {
+            inner.access.remove(slot.addr);
+            note(netns::remove(&slot.netns_path));
+        }
+        note(netns::clean_dir(&inner.layout.netns_dir(), true).map(|_| ()));
+        remove_if_empty(&inner.config.state_dir);
+        // The veths must be gone before the table: without its rules, a
+        // process still inside a sandbox would be forwarded unfiltered.
+        note(remove_links(&inner.host, &inner.layout.veth_prefix()).await);
+        note(inner.firewall.remove().await);
+        lock(&inner.dns).take();
+        match first_err {
+            None => {
+                tracing::info!(instance = %inner.config.instance, "sandbox network shut down");
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Removes everything an instance left (namespaces, veths, its table)
+    /// without starting it: for cleaning up after a process that died, when
+    /// it is not going to be started again.
+    pub async fn remove_instance(config: &NetConfig) -> Result<(), NetError> {
+        let layout = Layout::new(config)?;
+        let (connection, host, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        remove_leftovers(&layout, &host).await?;
+        netns::clean_dir(&layout.netns_dir(), true)?;
+        remove_if_empty(&config.state_dir);
+        Firewall::new(layout.table(), layout.veth_wildcard(), layout.subnet(), 0)
+            .remove()
+            .await
+    }
+
+    /// Namespaces ready in the pool right now.
+    pub fn pooled(&self) -> usize {
+        lock(&self.inner.pool).len()
+    }
+
+    /// Port the DNS forwarder listens on (UDP and TCP, all host addresses;
+    /// only sandboxes and loopback may reach it).
+    pub fn dns_port(&self) -> Option<u16> {
+        lock(&self.inner.dns).as_ref().map(DnsForwarder::port)
+    }
+
+    /// Name of this instance's nftables table (family `inet`).
+    pub fn table_name(&self) -> String {
+        self.inner.layout.table()
+    }
+
+    /// Prefix of this instance's host veth names.
+    pub fn veth_prefix(&self) -> String {
+        self.inner.layout.veth_prefix()
+    }
+
+    /// Directory where this instance pins namespaces.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.inner.layout.netns_dir()
     }
 }
 
-/// Connects to `port` on loopback inside the sandbox's namespace.
-pub async fn dial(net: &SandboxNet, port: u16) -> std::io::Result<tokio::net::TcpStream> {
-    let _ = (net, port);
-    Err(std::io::Error::other("dialing into a namespace is not built yet"))
+impl Drop for Network {
+    fn drop(&mut self) {
+        if !self.inner.closed.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                instance = %self.inner.config.instance,
+                "sandbox network dropped without shutdown: its namespaces, veths and table stay until the next start of this instance"
+            );
+        }
+        self.inner.refill.notify_one();
+        if let Some(task) = lock(&self.refill_task).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Slot {
+    fn sandbox_net(&self) -> SandboxNet {
+        SandboxNet {
+            index: self.index,
+            netns_path: self.netns_path.clone(),
+            addr: self.addr,
+            gateway: self.gateway,
+            host_veth: self.host_veth.clone(),
+        }
+    }
+}
+
+impl Inner {
+    fn ensure_open(&self) -> Result<(), NetError> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(NetError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn live_rules(&self, net: &SandboxNet) -> Result<SandboxRules, NetError> {
+        match lock(&self.live).get(&net.index) {
+            Some(live) if live.slot.host_veth == net.host_veth => Ok(live.rules),
+            _ => Err(NetError::Setup(format!(
+                "sandbox network {} is not live",
+                net.host_veth
+            ))),
+        }
+    }
+
+    async fn build_slot(&self) -> Result<Slot, NetError> {
+        let index = lock(&self.indices)
+            .alloc()
+            .ok_or(NetError::Exhausted(self.layout.subnet()))?;
+        match slot::build(&self.layout, &self.host, index).await {
+            Ok(slot) => Ok(slot),
+            Err(e) => {
+                // `build` removed what it made, and the next build of this
+                // index starts by clearing it again.
+                lock(&self.indices).free(index);
+                Err(e)
+            }
+        }
+    }
+
+    /// Tears a slot down; its index is reused only if that fully worked, so
+    /// stale rules can never attach to a new sandbox.
+    ///
+    /// With the default rules, unpinning the namespace is enough: once no
+    /// process is inside, the kernel destroys it and its veth pair in the
+    /// background, batching many namespaces per RCU grace period, whereas an
+    /// explicit delete holds the caller ~20 ms per pair. A process still
+    /// inside keeps the pair under the instance's default rules until it dies
+    /// (and `slot::build` deletes a pair still present when its index comes back).
+    async fn teardown(&self, slot: Slot, rules: SandboxRules) -> Result<(), NetError> {
+        let quarantine = |e: NetError| {
+            tracing::error!(error = %e, veth = %slot.host_veth, "tearing down a sandbox network; its address stays out of use");
+            e
+        };
+        if rules != SandboxRules::default() {
+            // The pair goes first: a process still inside must never run
+            // under the open default once its own rules are gone.
+            links::delete(&self.host, &slot.host_veth)
+                .await
+                .map_err(quarantine)?;
+            let _guard = self.rules_lock.lock().await;
+            let open = CompiledPolicy {
+                allow_internet: true,
+                allow: Vec::new(),
+                deny: Vec::new(),
+            };
+            self.firewall
+                .apply_policy(&slot.host_veth, rules, &open)
+                .await
+                .map_err(quarantine)?;
+        }
+        netns::remove(&slot.netns_path).map_err(quarantine)?;
+        lock(&self.indices).free(slot.index);
+        self.refill.notify_one();
+        Ok(())
+    }
+
+    async fn discard(&self, slot: Slot, rules: SandboxRules) {
+        if let Err(e) = self.teardown(slot, rules).await {
+            tracing::warn!(error = %e, "discarding a sandbox network");
+        }
+    }
+}
+
+/// Keeps `pool_size` namespaces ready. Holds the network only weakly, so
+/// dropping the [`Network`] ends it.
+async fn refill_pool(inner: Weak<Inner>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            let Some(inner) = inner.upgrade() else { return };
+            if inner.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            if lock(&inner.pool).len() >= inner.config.pool_size {
+                break;
+            }
+            match inner.build_slot().await {
+                Ok(slot) if inner.closed.load(Ordering::SeqCst) => {
+                    inner.discard(slot, SandboxRules::default()).await;
+                    return;
+                }
+                Ok(slot) => lock(&inner.pool).push_back(slot),
+                // Every address is in use; a release wakes this task again.
+                Err(NetError::Exhausted(_)) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "refilling the namespace pool");
+                    drop(inner);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Removes what a previous process of the same instance left: host veths with
+/// its prefix and namespaces pinned in its state dir. (The table is replaced
+/// atomically when it is installed.)
+async fn remove_leftovers(layout: &Layout, host: &rtnetlink::Handle) -> Result<(), NetError> {
+    let stale_namespaces = netns::clean_dir(&layout.netns_dir(), false)?;
+    let stale_links = links::names_with_prefix(host, &layout.veth_prefix())
+        .await?
+        .len();
+    remove_links(host, &layout.veth_prefix()).await?;
+    if stale_links > 0 || stale_namespaces > 0 {
+        tracing::info!(
+            links = stale_links,
+            namespaces = stale_namespaces,
+            "removed sandbox networks left by a previous run"
+        );
+    }
+    Ok(())
+}
+
+/// Waits briefly for the kernel to destroy the unpinned namespaces (and
+/// with them the veth pairs), then deletes whatever pairs are left: those of
+/// namespaces a process still holds.
+async fn remove_links(host: &rtnetlink::Handle, prefix: &str) -> Result<(), NetError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let names = links::names_with_prefix(host, prefix).await?;
+        if names.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::info!(
+                count = names.len(),
+                "deleting veth pairs whose namespaces are still in use"
+            );
+            for name in names {
+                links::delete(host, &name).await?;
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The state dir may be shared with other parts of sandbar: only an empty one goes.
+fn remove_if_empty(dir: &std::path::Path) {
+    let _ = std::fs::remove_dir(dir);
+}
+
+fn enable_forwarding() -> Result<(), NetError> {
+    const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+    if netns::read_sysctl(IP_FORWARD)? != "1" {
+        netns::write_sysctl(IP_FORWARD, "1")?;
+        tracing::info!("enabled net.ipv4.ip_forward: sandboxes reach the internet through this host (left on at exit)");
+    }
+    Ok(())
 }

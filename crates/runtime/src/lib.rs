@@ -6,13 +6,23 @@
 //! Owns: templates on disk and sandbox processes, mounts and cgroups. Must not
 //! touch: HTTP, the database, TLS. Network objects come from `sandbar-net`.
 
+pub mod cgroup;
+mod cleanup;
+mod dial;
+pub mod init;
+mod pid1;
+mod runtime;
+pub mod seccomp;
+mod sys;
+pub mod templates;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+pub use runtime::{Runtime, RuntimeOptions};
 pub use sandbar_net::{EgressPolicy, Network};
 
 /// Where the runtime keeps its files and which ids it maps sandboxes to.
@@ -100,6 +110,18 @@ pub enum RuntimeError {
     Start(String),
 }
 
+impl From<templates::TemplateError> for RuntimeError {
+    fn from(e: templates::TemplateError) -> Self {
+        RuntimeError::Io { context: "template store".into(), source: std::io::Error::other(e.to_string()) }
+    }
+}
+
+impl From<cgroup::CgroupError> for RuntimeError {
+    fn from(e: cgroup::CgroupError) -> Self {
+        RuntimeError::Io { context: format!("cgroup {}", e.path.display()), source: e.source }
+    }
+}
+
 /// Why a connection into a sandbox could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DialError {
@@ -119,65 +141,3 @@ pub trait Catalog: Send + Sync + 'static {
     fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>>;
 }
 
-/// The node runtime.
-pub struct Runtime {
-    #[allow(dead_code)]
-    config: RuntimeConfig,
-    #[allow(dead_code)]
-    net: Arc<Network>,
-}
-
-impl Runtime {
-    pub async fn start(config: RuntimeConfig, net: Arc<Network>) -> Result<Arc<Self>, RuntimeError> {
-        Ok(Arc::new(Self { config, net }))
-    }
-
-    pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
-        let _ = spec;
-        Err(RuntimeError::Start("the sandbox runtime is not built yet".into()))
-    }
-
-    pub async fn kill(&self, id: &str) -> Result<bool, RuntimeError> {
-        let _ = id;
-        Ok(false)
-    }
-
-    pub fn get(&self, id: &str) -> Option<SandboxInfo> {
-        let _ = id;
-        None
-    }
-
-    pub fn list(&self) -> Vec<SandboxInfo> {
-        Vec::new()
-    }
-
-    pub fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
-        Err(RuntimeError::NotFound(id.to_string()))
-    }
-
-    /// Whether a template exists in the store.
-    pub fn has_template(&self, name: &str) -> bool {
-        let _ = name;
-        false
-    }
-
-    pub async fn set_egress(&self, id: &str, policy: EgressPolicy) -> Result<(), RuntimeError> {
-        let _ = policy;
-        Err(RuntimeError::NotFound(id.to_string()))
-    }
-
-    /// Kills every sandbox and releases their resources.
-    pub async fn shutdown(&self) {}
-}
-
-impl Catalog for Runtime {
-    fn lookup(&self, id: &str) -> Option<Route> {
-        let _ = id;
-        None
-    }
-
-    fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>> {
-        let _ = (id, port);
-        Box::pin(async { Err(DialError::NotFound) })
-    }
-}

@@ -1,0 +1,156 @@
+//! The wire shapes of E2B's control-plane API (field names as the SDKs send
+//! and parse them; see the protocol notes, section 2).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+
+/// `POST /sandboxes` and `POST /v2/sandboxes`. Unknown fields are ignored
+/// (newer SDKs send more than we use).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: Option<String>,
+    /// Seconds; fractional values round up.
+    pub timeout: Option<f64>,
+    pub auto_pause: Option<bool>,
+    /// Absent means secured: current SDKs no longer send it and E2B always
+    /// secures envd; only an explicit `false` (old SDKs) turns the token off.
+    pub secure: Option<bool>,
+    /// snake_case on the wire, unlike its neighbours.
+    #[serde(rename = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+    pub metadata: Option<BTreeMap<String, String>>,
+    pub env_vars: Option<BTreeMap<String, String>>,
+    pub network: Option<NetworkConfig>,
+    /// Features sandbar does not have; refused when set rather than ignored.
+    pub mcp: Option<serde_json::Value>,
+    pub iam: Option<serde_json::Value>,
+    pub volume_mounts: Option<serde_json::Value>,
+    pub auto_resume: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_out: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deny_out: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_public_traffic: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask_request_host: Option<String>,
+    /// Not supported; refused when set.
+    #[serde(skip_serializing)]
+    pub rules: Option<serde_json::Value>,
+    #[serde(skip_serializing)]
+    pub egress_proxy: Option<serde_json::Value>,
+    #[serde(skip_serializing)]
+    pub https_ports: Option<serde_json::Value>,
+    #[serde(skip_serializing)]
+    pub dns_servers: Option<serde_json::Value>,
+}
+
+/// `PUT /sandboxes/{id}/network`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkUpdate {
+    pub allow_out: Option<Vec<String>>,
+    pub deny_out: Option<Vec<String>>,
+    #[serde(alias = "allow_internet_access")]
+    pub allow_internet_access: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimeoutBody {
+    pub timeout: f64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RefreshBody {
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConnectBody {
+    pub timeout: Option<f64>,
+}
+
+/// What create and connect answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub envd_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envd_access_token: Option<String>,
+    pub traffic_access_token: Option<String>,
+    pub domain: Option<String>,
+}
+
+/// `GET /sandboxes/{id}` and the list entries (a superset of both shapes).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxDetail {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub envd_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub envd_access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    pub started_at: String,
+    pub end_at: String,
+    pub cpu_count: u32,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    pub state: String,
+    pub metadata: BTreeMap<String, String>,
+    pub allow_internet_access: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxMetric {
+    pub timestamp: String,
+    pub timestamp_unix: i64,
+    pub cpu_count: u32,
+    pub cpu_used_pct: f64,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub mem_cache: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
+/// `GET /sandboxes/{id}/logs`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxLogs {
+    pub logs: Vec<serde_json::Value>,
+    pub log_entries: Vec<serde_json::Value>,
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

@@ -1,0 +1,61 @@
+//! The route table (protocol notes, section 2) and the layers around it.
+
+mod list;
+mod sandboxes;
+mod unsupported;
+
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{middleware, Router};
+use axum::http::HeaderName;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::error::{
+    ensure_json_errors, method_not_allowed_fallback, not_found_fallback, panic_response,
+};
+use crate::AppState;
+
+pub(crate) use sandboxes::kill_sandbox;
+
+pub fn router(state: AppState) -> Router {
+    let authed = Router::new()
+        .route("/sandboxes", post(sandboxes::create).get(list::list_v1))
+        .route("/v2/sandboxes", post(sandboxes::create).get(list::list_v2))
+        .route(
+            "/sandboxes/{id}",
+            get(sandboxes::get_one).delete(sandboxes::kill),
+        )
+        .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
+        .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
+        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/{id}/logs", get(sandboxes::logs))
+        .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs))
+        .route("/sandboxes/{id}/network", put(sandboxes::set_network))
+        .route("/sandboxes/{id}/pause", post(unsupported::pause))
+        .route("/sandboxes/{id}/resume", post(unsupported::resume))
+        .merge(unsupported::template_routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_api_key,
+        ));
+
+    Router::new()
+        .route("/health", get(|| async { StatusCode::OK }))
+        .merge(authed)
+        .fallback(not_found_fallback)
+        .method_not_allowed_fallback(method_not_allowed_fallback)
+        .with_state(state)
+        .layer(middleware::map_response(ensure_json_errors))
+        .layer(CatchPanicLayer::custom(panic_response))
+        // The JS SDK also runs in browsers; paging needs X-Next-Token visible.
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods(Any)
+                .allow_headers(Any)
+                .expose_headers([HeaderName::from_static("x-next-token")]),
+        )
+}

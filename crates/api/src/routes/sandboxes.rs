@@ -1,0 +1,412 @@
+//! One sandbox: create, get, kill, timeouts, connect, metrics, logs, network.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::{Extension, Json};
+use chrono::Utc;
+use sandbar_runtime::{EgressPolicy, Route, RuntimeError, SandboxSpec};
+use sandbar_store::{SandboxRecord, SandboxState};
+
+use crate::auth::KeyId;
+use crate::body::{JsonBody, OptionalJsonBody};
+use crate::error::ApiError;
+use crate::model::{
+    rfc3339, ConnectBody, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail,
+    SandboxLogs, SandboxMetric, TimeoutBody,
+};
+use crate::timeouts;
+use crate::AppState;
+
+/// E2B uses 20 characters of `[a-z0-9]`; the proxy relies on that alphabet.
+const ID_LEN: usize = 20;
+const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+/// Longest keep-alive a refresh may ask for (E2B's bound).
+const MAX_REFRESH_SECS: u64 = 3600;
+
+fn new_sandbox_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..ID_LEN)
+        .map(|_| ID_ALPHABET[rng.random_range(0..ID_ALPHABET.len())] as char)
+        .collect()
+}
+
+fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+fn runtime_error(e: RuntimeError) -> ApiError {
+    match e {
+        RuntimeError::TemplateNotFound(t) => {
+            ApiError::not_found(format!("template '{t}' not found"))
+        }
+        RuntimeError::NotFound(id) => ApiError::sandbox_not_found(&id),
+        RuntimeError::AlreadyExists(id) => ApiError::new(
+            StatusCode::CONFLICT,
+            format!("sandbox '{id}' already exists"),
+        ),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+pub(crate) fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Sandbox {
+    Sandbox {
+        template_id: r.template.clone(),
+        sandbox_id: r.id.clone(),
+        alias: r.alias.clone(),
+        client_id: r.client_id.clone(),
+        envd_version: state.config.envd_version.clone(),
+        envd_access_token: r.envd_access_token.clone(),
+        traffic_access_token: r.traffic_access_token.clone(),
+        domain: Some(state.config.public_domain.clone()),
+    }
+}
+
+pub(crate) fn detail_json(state: &AppState, r: &SandboxRecord) -> SandboxDetail {
+    SandboxDetail {
+        template_id: r.template.clone(),
+        sandbox_id: r.id.clone(),
+        alias: r.alias.clone(),
+        client_id: r.client_id.clone(),
+        envd_version: state.config.envd_version.clone(),
+        envd_access_token: r.envd_access_token.clone(),
+        domain: Some(state.config.public_domain.clone()),
+        started_at: rfc3339(r.started_at),
+        end_at: rfc3339(r.end_at),
+        cpu_count: r.cpu_count,
+        memory_mb: r.memory_mb,
+        disk_size_mb: r.disk_mb,
+        state: r.state.as_str().to_string(),
+        metadata: r.metadata.clone(),
+        allow_internet_access: r.allow_internet,
+        network: r.network.clone(),
+    }
+}
+
+/// The live record of a sandbox that the runtime still holds. A record whose
+/// sandbox died behind our back (crash, OOM of envd) is marked gone here.
+async fn live(state: &AppState, id: &str) -> Result<SandboxRecord, ApiError> {
+    let rec = state
+        .store
+        .get_live_sandbox(id)
+        .await?
+        .ok_or_else(|| ApiError::sandbox_not_found(id))?;
+    if rec.node == state.config.node && !state.backend.is_alive(id) {
+        state.store.mark_killed(id).await?;
+        return Err(ApiError::sandbox_not_found(id));
+    }
+    Ok(rec)
+}
+
+fn egress_of(
+    allow_internet: bool,
+    allow_out: Option<Vec<String>>,
+    deny_out: Option<Vec<String>>,
+) -> EgressPolicy {
+    EgressPolicy {
+        allow_internet,
+        allow_out: allow_out.unwrap_or_default(),
+        deny_out: deny_out.unwrap_or_default(),
+    }
+}
+
+/// Whether an optional JSON value asks for something (not null, empty list or
+/// empty object).
+fn is_set(v: &Option<serde_json::Value>) -> bool {
+    match v {
+        None | Some(serde_json::Value::Null) => false,
+        Some(serde_json::Value::Array(a)) => !a.is_empty(),
+        Some(serde_json::Value::Object(o)) => !o.is_empty(),
+        Some(_) => true,
+    }
+}
+
+fn refuse_unsupported(req: &NewSandbox) -> Result<(), ApiError> {
+    let network = req.network.as_ref();
+    let asked = [
+        ("mcp", is_set(&req.mcp)),
+        ("iam (workload identity)", is_set(&req.iam)),
+        ("volumeMounts", is_set(&req.volume_mounts)),
+        (
+            "autoResume",
+            req.auto_resume
+                .as_ref()
+                .is_some_and(|v| v["enabled"] == serde_json::json!(true)),
+        ),
+        ("network.rules", network.is_some_and(|n| is_set(&n.rules))),
+        (
+            "network.egressProxy",
+            network.is_some_and(|n| is_set(&n.egress_proxy)),
+        ),
+        (
+            "network.httpsPorts",
+            network.is_some_and(|n| is_set(&n.https_ports)),
+        ),
+        (
+            "network.dnsServers",
+            network.is_some_and(|n| is_set(&n.dns_servers)),
+        ),
+    ];
+    match asked.iter().find(|(_, set)| *set) {
+        Some((what, _)) => Err(ApiError::not_implemented(format!(
+            "{what} is not supported yet by sandbar"
+        ))),
+        None => Ok(()),
+    }
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    key: Option<Extension<KeyId>>,
+    JsonBody(req): JsonBody<NewSandbox>,
+) -> Result<impl IntoResponse, ApiError> {
+    let template = match req.template_id.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => return Err(ApiError::bad_request("templateID is required")),
+    };
+    let timeout = match req.timeout {
+        Some(s) => timeouts::checked(s, state.config.max_timeout, "timeout")?,
+        None => state.config.default_timeout,
+    };
+    refuse_unsupported(&req)?;
+    if req.auto_pause == Some(true) {
+        return Err(ApiError::not_implemented(
+            "autoPause is not supported yet: sandboxes cannot be paused, only killed at their timeout",
+        ));
+    }
+    if !state.backend.has_template(&template) {
+        return Err(ApiError::not_found(format!(
+            "template '{template}' not found"
+        )));
+    }
+
+    let network = req.network.clone().unwrap_or_default();
+    let allow_internet = req.allow_internet_access.unwrap_or(true);
+    let envd_access_token = req.secure.unwrap_or(true).then(new_token);
+    let traffic_access_token = (network.allow_public_traffic == Some(false)).then(new_token);
+    let id = new_sandbox_id();
+    let spec = SandboxSpec {
+        id: id.clone(),
+        template: template.clone(),
+        cpu_count: state.config.default_cpu_count,
+        memory_mb: state.config.default_memory_mb,
+        disk_mb: state.config.default_disk_mb,
+        env_vars: req.env_vars.unwrap_or_default(),
+        envd_access_token: envd_access_token.clone(),
+        egress: egress_of(
+            allow_internet,
+            network.allow_out.clone(),
+            network.deny_out.clone(),
+        ),
+        route: Route {
+            traffic_access_token: traffic_access_token.clone(),
+            mask_request_host: network.mask_request_host.clone(),
+        },
+    };
+    let runtime_started = std::time::Instant::now();
+    let info = state.backend.create(spec).await.map_err(runtime_error)?;
+    let runtime_ms = runtime_started.elapsed().as_secs_f64() * 1000.0;
+
+    let started_at = Utc::now();
+    let record = SandboxRecord {
+        id: id.clone(),
+        template: template.clone(),
+        alias: Some(template),
+        client_id: state.config.client_id.clone(),
+        metadata: req.metadata.unwrap_or_default(),
+        envd_access_token,
+        traffic_access_token,
+        started_at,
+        end_at: timeouts::end_at(started_at, timeout),
+        cpu_count: info.cpu_count,
+        memory_mb: info.memory_mb,
+        disk_mb: info.disk_mb,
+        state: SandboxState::Running,
+        allow_internet,
+        network: req
+            .network
+            .map(|n| serde_json::to_value(n).expect("network config serializes")),
+        node: state.config.node.clone(),
+        api_key_id: key.map(|Extension(k)| k.0),
+    };
+    if let Err(e) = state.store.insert_sandbox(&record).await {
+        // Without a record nobody could see or time out this sandbox.
+        if let Err(kill_err) = state.backend.kill(&id).await {
+            tracing::warn!(sandbox = %id, error = %kill_err, "killing an unrecorded sandbox failed");
+        }
+        return Err(e.into());
+    }
+    state.evictor_wake.notify_one();
+    tracing::info!(
+        sandbox = %id,
+        template = %record.template,
+        timeout_s = timeout.as_secs(),
+        runtime_ms = format!("{runtime_ms:.1}"),
+        "sandbox created"
+    );
+    Ok((StatusCode::CREATED, Json(sandbox_json(&state, &record))))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxDetail>, ApiError> {
+    let rec = live(&state, &id).await?;
+    Ok(Json(detail_json(&state, &rec)))
+}
+
+/// Kills a sandbox and marks it gone; `false` when neither the runtime nor
+/// the store knew it as live.
+pub(crate) async fn kill_sandbox(state: &AppState, id: &str) -> Result<bool, ApiError> {
+    let killed = state.backend.kill(id).await.map_err(runtime_error)?;
+    let marked = state.store.mark_killed(id).await?;
+    Ok(killed || marked)
+}
+
+pub async fn kill(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if kill_sandbox(&state, &id).await? {
+        tracing::info!(sandbox = %id, "sandbox killed");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::sandbox_not_found(&id))
+    }
+}
+
+pub async fn set_timeout(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<TimeoutBody>,
+) -> Result<StatusCode, ApiError> {
+    let timeout = timeouts::checked(body.timeout, state.config.max_timeout, "timeout")?;
+    live(&state, &id).await?;
+    if !state
+        .store
+        .set_end_at(&id, timeouts::end_at(Utc::now(), timeout))
+        .await?
+    {
+        return Err(ApiError::sandbox_not_found(&id));
+    }
+    state.evictor_wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
+) -> Result<StatusCode, ApiError> {
+    let max = std::time::Duration::from_secs(MAX_REFRESH_SECS).min(state.config.max_timeout);
+    let duration = match body.and_then(|b| b.duration) {
+        Some(s) => timeouts::checked(s, max, "duration")?,
+        None => state.config.default_timeout.min(max),
+    };
+    live(&state, &id).await?;
+    if !state
+        .store
+        .extend_end_at(&id, timeouts::end_at(Utc::now(), duration))
+        .await?
+    {
+        return Err(ApiError::sandbox_not_found(&id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// 200 with the sandbox when it runs (resuming a paused one would be 201,
+/// but nothing can be paused yet). A given timeout only ever extends.
+pub async fn connect(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<ConnectBody>,
+) -> Result<Json<Sandbox>, ApiError> {
+    let timeout = body
+        .and_then(|b| b.timeout)
+        .map(|s| timeouts::checked(s, state.config.max_timeout, "timeout"))
+        .transpose()?;
+    let rec = live(&state, &id).await?;
+    if let Some(t) = timeout {
+        state
+            .store
+            .extend_end_at(&id, timeouts::end_at(Utc::now(), t))
+            .await?;
+    }
+    Ok(Json(sandbox_json(&state, &rec)))
+}
+
+/// The current figures from the sandbox's cgroup (one sample: the runtime
+/// does not keep a history, so a `start`/`end` range is not honoured).
+pub async fn metrics(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<SandboxMetric>>, ApiError> {
+    live(&state, &id).await?;
+    let m = state.backend.metrics(&id).map_err(runtime_error)?;
+    let now = Utc::now();
+    Ok(Json(vec![SandboxMetric {
+        timestamp: rfc3339(now),
+        timestamp_unix: now.timestamp(),
+        cpu_count: m.cpu_count,
+        cpu_used_pct: m.cpu_used_pct,
+        mem_used: m.mem_used,
+        mem_total: m.mem_total,
+        mem_cache: m.mem_cache,
+        disk_used: m.disk_used,
+        disk_total: m.disk_total,
+    }]))
+}
+
+/// The runtime keeps no sandbox logs yet, so the list is empty (the shape is
+/// the one the E2B CLI reads).
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SandboxLogs>, ApiError> {
+    live(&state, &id).await?;
+    Ok(Json(SandboxLogs {
+        logs: Vec::new(),
+        log_entries: Vec::new(),
+    }))
+}
+
+pub async fn set_network(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<NetworkUpdate>,
+) -> Result<StatusCode, ApiError> {
+    let rec = live(&state, &id).await?;
+    let allow_internet = body.allow_internet_access.unwrap_or(rec.allow_internet);
+    let policy = egress_of(
+        allow_internet,
+        body.allow_out.clone(),
+        body.deny_out.clone(),
+    );
+    state
+        .backend
+        .set_egress(&id, policy)
+        .await
+        .map_err(runtime_error)?;
+
+    // Keep the create-time options (public traffic, host masking) and replace
+    // the egress lists.
+    let mut network: BTreeMap<String, serde_json::Value> = match rec.network {
+        Some(serde_json::Value::Object(map)) => map.into_iter().collect(),
+        _ => BTreeMap::new(),
+    };
+    for (k, v) in [("allowOut", body.allow_out), ("denyOut", body.deny_out)] {
+        match v {
+            Some(list) => network.insert(k.to_string(), serde_json::json!(list)),
+            None => network.remove(k),
+        };
+    }
+    let network = serde_json::to_value(network).expect("json map serializes");
+    state
+        .store
+        .set_network(&id, allow_internet, Some(&network))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

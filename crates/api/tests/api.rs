@@ -1,0 +1,770 @@
+//! The API in-process (tower `oneshot`) against a real store in a temp dir.
+//! The node runtime is replaced by `FakeNode`, an in-memory backend that
+//! records what the API asked of it, so these tests check the API's own
+//! behaviour: auth, validation, errors, paging, timeouts, the evictor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use sandbar_api::{Api, ApiConfig, SandboxBackend};
+use sandbar_runtime::{BoxFuture, EgressPolicy, Metrics, RuntimeError, SandboxInfo, SandboxSpec};
+use sandbar_store::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct FakeNode {
+    live: Mutex<HashMap<String, SandboxSpec>>,
+    egress: Mutex<Vec<(String, EgressPolicy)>>,
+    kills: Mutex<Vec<String>>,
+}
+
+impl SandboxBackend for FakeNode {
+    fn has_template(&self, name: &str) -> bool {
+        if name == "explode" {
+            panic!("template lookup exploded");
+        }
+        name == "base" || name == "code-interpreter-v1"
+    }
+
+    fn create(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<SandboxInfo, RuntimeError>> {
+        Box::pin(async move {
+            let info = SandboxInfo {
+                id: spec.id.clone(),
+                template: spec.template.clone(),
+                cpu_count: spec.cpu_count,
+                memory_mb: spec.memory_mb,
+                disk_mb: spec.disk_mb,
+                started_at: chrono::Utc::now(),
+                addr: std::net::Ipv4Addr::new(10, 0, 0, 2),
+            };
+            self.live.lock().unwrap().insert(spec.id.clone(), spec);
+            Ok(info)
+        })
+    }
+
+    fn kill<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        Box::pin(async move {
+            self.kills.lock().unwrap().push(id.to_string());
+            Ok(self.live.lock().unwrap().remove(id).is_some())
+        })
+    }
+
+    fn is_alive(&self, id: &str) -> bool {
+        self.live.lock().unwrap().contains_key(id)
+    }
+
+    fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
+        if !self.is_alive(id) {
+            return Err(RuntimeError::NotFound(id.to_string()));
+        }
+        Ok(Metrics {
+            cpu_count: 2,
+            cpu_used_pct: 12.5,
+            mem_used: 10 << 20,
+            mem_total: 512 << 20,
+            ..Default::default()
+        })
+    }
+
+    fn set_egress<'a>(
+        &'a self,
+        id: &'a str,
+        policy: EgressPolicy,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            if !self.is_alive(id) {
+                return Err(RuntimeError::NotFound(id.to_string()));
+            }
+            self.egress.lock().unwrap().push((id.to_string(), policy));
+            Ok(())
+        })
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    node: Arc<FakeNode>,
+    router: Router,
+    key: String,
+    _api: Api,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&Store::default_url(dir.path())).await.unwrap();
+    let key = store.create_api_key("test").await.unwrap().key;
+    let node = Arc::new(FakeNode::default());
+    let mut config = ApiConfig::new("sandbar.localhost:8443");
+    config.max_timeout = Duration::from_secs(3600);
+    let api = Api::start(config, store.clone(), node.clone())
+        .await
+        .unwrap();
+    Harness {
+        router: api.router(),
+        _dir: dir,
+        store,
+        node,
+        key,
+        _api: api,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Value,
+}
+
+impl Harness {
+    async fn send(&self, req: Request<Body>) -> Reply {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("non-JSON body ({e}): {bytes:?}"))
+        };
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(body["code"], json!(status.as_u16()), "error body {body}");
+            assert!(
+                body["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "error body {body}"
+            );
+            assert_eq!(headers["content-type"], "application/json");
+        }
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("x-api-key", &self.key);
+        let body = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let r = self.call("POST", "/v2/sandboxes", Some(body)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body
+    }
+}
+
+#[tokio::test]
+async fn auth_is_required_and_checked() {
+    let h = harness().await;
+    let anon = |method: &str, uri: &str| Request::builder().method(method).uri(uri);
+
+    let r = h
+        .send(anon("GET", "/v2/sandboxes").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let r = h
+        .send(
+            anon("GET", "/v2/sandboxes")
+                .header("x-api-key", "e2b_0123")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let r = h
+        .send(
+            anon("GET", "/v2/sandboxes")
+                .header("authorization", "Bearer whatever")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "a bearer token alone is not a key"
+    );
+
+    let r = h
+        .send(
+            anon("GET", "/v2/sandboxes")
+                .header("x-api-key", &h.key)
+                .header("authorization", "Bearer whatever")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a bearer token next to a key is ignored"
+    );
+
+    let r = h
+        .send(anon("GET", "/health").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let keys = h.store.list_api_keys().await.unwrap();
+    assert!(h.store.revoke_api_key(&keys[0].id).await.unwrap());
+    let r = h.call("GET", "/v2/sandboxes", None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNAUTHORIZED,
+        "revoked keys stop working at once"
+    );
+}
+
+#[tokio::test]
+async fn every_error_is_json() {
+    let h = harness().await;
+    assert_eq!(
+        h.call("GET", "/no/such/route", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.call("PATCH", "/v2/sandboxes", None).await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
+    let malformed = Request::builder()
+        .method("POST")
+        .uri("/v2/sandboxes")
+        .header("x-api-key", &h.key)
+        .header("content-type", "application/json")
+        .body(Body::from("{\"templateID\": "))
+        .unwrap();
+    assert_eq!(h.send(malformed).await.status, StatusCode::BAD_REQUEST);
+
+    let r = h
+        .call("POST", "/v2/sandboxes", Some(json!({"timeout": 10})))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body["message"].as_str().unwrap().contains("templateID"));
+
+    let r = h
+        .call("POST", "/v2/sandboxes", Some(json!({"templateID": "nope"})))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "timeout": 3601})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "timeout": -1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "metadata": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "envVars": ["x"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "explode"})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "a panic becomes a JSON 500"
+    );
+
+    let r = h.call("POST", "/sandboxes/abc/pause", None).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(r.body["message"].as_str().unwrap().contains("pause"));
+    assert_eq!(
+        h.call("POST", "/sandboxes/abc/resume", None).await.status,
+        StatusCode::NOT_IMPLEMENTED
+    );
+    let r = h
+        .call("POST", "/v3/templates", Some(json!({"name": "x"})))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    let r = h.call("GET", "/templates/x/builds/y/status", None).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "autoPause": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(
+        h.node.live.lock().unwrap().is_empty(),
+        "failed creates leave nothing behind"
+    );
+
+    for path in [
+        "/sandboxes/zzz",
+        "/sandboxes/zzz/metrics",
+        "/sandboxes/zzz/logs",
+    ] {
+        assert_eq!(
+            h.call("GET", path, None).await.status,
+            StatusCode::NOT_FOUND,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        h.call("DELETE", "/sandboxes/zzz", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = h
+        .call(
+            "POST",
+            "/sandboxes/zzz/timeout",
+            Some(json!({"timeout": 5})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        h.call("POST", "/sandboxes/zzz/connect", Some(json!({})))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn chunked_create_with_every_option() {
+    let h = harness().await;
+    // The JS SDK streams its body: no Content-Length.
+    let body = json!({
+        "templateID": "base",
+        "timeout": 120,
+        "secure": true,
+        "allow_internet_access": false,
+        "metadata": {"user": "ann", "team": "x"},
+        "envVars": {"FOO": "bar"},
+        "network": {"allowPublicTraffic": false, "maskRequestHost": "localhost:${PORT}", "allowOut": ["1.1.1.1"], "denyOut": ["0.0.0.0/0"]},
+        "someFutureField": {"ignored": true}
+    })
+    .to_string();
+    let chunks: Vec<Result<String, std::io::Error>> = body
+        .as_bytes()
+        .chunks(7)
+        .map(|c| Ok(String::from_utf8_lossy(c).into_owned()))
+        .collect();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/sandboxes")
+        .header("x-api-key", &h.key)
+        .header("content-type", "application/json")
+        .header("transfer-encoding", "chunked")
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    let r = h.send(req).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let sb = r.body;
+    let id = sb["sandboxID"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 20);
+    assert!(id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+    assert_eq!(sb["templateID"], "base");
+    assert_eq!(sb["domain"], "sandbar.localhost:8443");
+    assert!(sb["clientID"].as_str().is_some_and(|c| !c.is_empty()));
+    assert_eq!(sb["envdVersion"], "0.5.7");
+    let envd_token = sb["envdAccessToken"].as_str().unwrap();
+    let traffic_token = sb["trafficAccessToken"].as_str().unwrap();
+
+    let spec = h.node.live.lock().unwrap()[&id].clone();
+    assert_eq!(spec.envd_access_token.as_deref(), Some(envd_token));
+    assert_eq!(
+        spec.route.traffic_access_token.as_deref(),
+        Some(traffic_token)
+    );
+    assert_eq!(
+        spec.route.mask_request_host.as_deref(),
+        Some("localhost:${PORT}")
+    );
+    assert_eq!(
+        spec.env_vars,
+        BTreeMap::from([("FOO".to_string(), "bar".to_string())])
+    );
+    assert_eq!(
+        spec.egress,
+        EgressPolicy {
+            allow_internet: false,
+            allow_out: vec!["1.1.1.1".into()],
+            deny_out: vec!["0.0.0.0/0".into()]
+        }
+    );
+
+    let d = h.call("GET", &format!("/sandboxes/{id}"), None).await.body;
+    assert_eq!(d["sandboxID"], id.as_str());
+    assert_eq!(d["state"], "running");
+    assert_eq!(d["metadata"], json!({"user": "ann", "team": "x"}));
+    assert_eq!(d["allowInternetAccess"], false);
+    assert_eq!(d["envdAccessToken"], envd_token);
+    assert_eq!(d["cpuCount"], 2);
+    assert_eq!(d["memoryMB"], 512);
+    assert!(d["diskSizeMB"].as_u64().is_some());
+    let started = chrono::DateTime::parse_from_rfc3339(d["startedAt"].as_str().unwrap()).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(d["endAt"].as_str().unwrap()).unwrap();
+    assert_eq!((end - started).num_seconds(), 120);
+    assert!(d.get("envVars").is_none(), "env vars are never echoed");
+
+    // A plain create is secured (as E2B does) but public, with the default timeout.
+    let plain = h.create(json!({"templateID": "base"})).await;
+    assert!(plain["envdAccessToken"]
+        .as_str()
+        .is_some_and(|t| t.len() >= 32));
+    assert_eq!(plain["trafficAccessToken"], Value::Null);
+    let insecure = h
+        .create(json!({"templateID": "base", "secure": false}))
+        .await;
+    assert!(
+        insecure.get("envdAccessToken").is_none(),
+        "an explicit secure:false (old SDKs) has no token"
+    );
+    let pid = plain["sandboxID"].as_str().unwrap();
+    let spec = h.node.live.lock().unwrap()[pid].clone();
+    assert_eq!(spec.egress, EgressPolicy::default());
+    let d = h.call("GET", &format!("/sandboxes/{pid}"), None).await.body;
+    let started = chrono::DateTime::parse_from_rfc3339(d["startedAt"].as_str().unwrap()).unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(d["endAt"].as_str().unwrap()).unwrap();
+    assert_eq!((end - started).num_seconds(), 300);
+}
+
+#[tokio::test]
+async fn list_filters_and_pages() {
+    let h = harness().await;
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let group = if i % 2 == 0 { "even" } else { "odd" };
+        let sb = h
+            .create(json!({"templateID": "base", "metadata": {"group": group, "i": i.to_string(), "sp ace": "a&b"}}))
+            .await;
+        ids.push(sb["sandboxID"].as_str().unwrap().to_string());
+    }
+
+    let all = h.call("GET", "/sandboxes", None).await;
+    assert_eq!(all.body.as_array().unwrap().len(), 7);
+
+    // Paging: 3 + 3 + 1, no X-Next-Token on the last page.
+    let mut seen = Vec::new();
+    let mut uri = "/v2/sandboxes?limit=3".to_string();
+    let mut pages = 0;
+    loop {
+        let r = h.call("GET", &uri, None).await;
+        assert_eq!(r.status, StatusCode::OK);
+        pages += 1;
+        for s in r.body.as_array().unwrap() {
+            assert_eq!(s["state"], "running");
+            seen.push(s["sandboxID"].as_str().unwrap().to_string());
+        }
+        match r.headers.get("x-next-token") {
+            Some(t) => uri = format!("/v2/sandboxes?limit=3&nextToken={}", t.to_str().unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 7, "each sandbox exactly once: {seen:?}");
+
+    // Metadata filter as the SDK encodes it: url-encoded "k=v&k2=v2".
+    let inner: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("group", "even")
+        .append_pair("sp ace", "a&b")
+        .finish();
+    let q: String = url::form_urlencoded::byte_serialize(inner.as_bytes()).collect();
+    let r = h
+        .call(
+            "GET",
+            &format!("/v2/sandboxes?metadata={q}&state=running"),
+            None,
+        )
+        .await;
+    let got: Vec<&str> = r
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sandboxID"].as_str().unwrap())
+        .collect();
+    assert_eq!(got.len(), 4);
+    assert!(r.headers.get("x-next-token").is_none());
+    for s in r.body.as_array().unwrap() {
+        assert_eq!(s["metadata"]["group"], "even");
+    }
+    let r = h
+        .call("GET", "/v2/sandboxes?metadata=group%3Dnone", None)
+        .await;
+    assert_eq!(r.body, json!([]));
+    let r = h.call("GET", "/v2/sandboxes?state=paused", None).await;
+    assert_eq!(r.body, json!([]), "nothing is ever paused");
+
+    assert_eq!(
+        h.call("GET", "/v2/sandboxes?limit=101", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.call("GET", "/v2/sandboxes?nextToken=garbage!", None)
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+
+    // Killed sandboxes leave the list.
+    assert_eq!(
+        h.call("DELETE", &format!("/sandboxes/{}", ids[0]), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.call("DELETE", &format!("/sandboxes/{}", ids[0]), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.call("GET", &format!("/sandboxes/{}", ids[0]), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        h.call("GET", "/v2/sandboxes", None)
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        6
+    );
+    assert!(!h.node.is_alive(&ids[0]));
+}
+
+#[tokio::test]
+async fn timeouts_connect_and_the_evictor() {
+    let h = harness().await;
+    let id = h
+        .create(json!({"templateID": "base", "timeout": 300}))
+        .await["sandboxID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let end_at =
+        |d: &Value| chrono::DateTime::parse_from_rfc3339(d["endAt"].as_str().unwrap()).unwrap();
+    let path = format!("/sandboxes/{id}");
+    let get = || h.call("GET", &path, None);
+
+    // setTimeout replaces the end time (it may shorten it).
+    let r = h
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 100})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let left = (end_at(&get().await.body) - chrono::Utc::now().fixed_offset()).num_seconds();
+    assert!((95..=100).contains(&left), "{left}");
+    let r = h
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 7200})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    // Refresh and connect only extend.
+    let r = h
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/refreshes"),
+            Some(json!({"duration": 10})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let left = (end_at(&get().await.body) - chrono::Utc::now().fixed_offset()).num_seconds();
+    assert!(
+        (95..=100).contains(&left),
+        "refresh must not shorten: {left}"
+    );
+    let r = h
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 600})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["sandboxID"], id.as_str());
+    assert_eq!(r.body["domain"], "sandbar.localhost:8443");
+    let left = (end_at(&get().await.body) - chrono::Utc::now().fixed_offset()).num_seconds();
+    assert!((595..=600).contains(&left), "{left}");
+    let r = h
+        .call("POST", &format!("/v2/sandboxes/{id}/connect"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // Metrics and logs of a live sandbox.
+    let m = h
+        .call("GET", &format!("/sandboxes/{id}/metrics"), None)
+        .await
+        .body;
+    assert_eq!(m[0]["cpuCount"], 2);
+    assert_eq!(m[0]["cpuUsedPct"], 12.5);
+    assert_eq!(m[0]["memUsed"], 10 << 20);
+    assert!(m[0]["timestampUnix"].as_i64().unwrap() > 1_700_000_000);
+    let l = h
+        .call("GET", &format!("/sandboxes/{id}/logs"), None)
+        .await
+        .body;
+    assert_eq!(l, json!({"logs": [], "logEntries": []}));
+
+    // The evictor kills at the end time, without a request to prompt it.
+    let r = h
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 1})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let t0 = std::time::Instant::now();
+    while h.node.is_alive(&id) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "evictor did not kill within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(800),
+        "killed too early: {waited:?}"
+    );
+    assert_eq!(get().await.status, StatusCode::NOT_FOUND);
+    assert_eq!(*h.node.kills.lock().unwrap(), vec![id.clone()]);
+}
+
+#[tokio::test]
+async fn network_updates_and_vanished_sandboxes() {
+    let h = harness().await;
+    let id = h
+        .create(json!({"templateID": "base", "network": {"allowPublicTraffic": false, "allowOut": ["8.8.8.8"]}}))
+        .await["sandboxID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let r = h
+        .call(
+            "PUT",
+            &format!("/sandboxes/{id}/network"),
+            Some(json!({"allowOut": ["1.1.1.1/32"], "denyOut": ["0.0.0.0/0"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let (got_id, policy) = h.node.egress.lock().unwrap()[0].clone();
+    assert_eq!(got_id, id);
+    assert_eq!(policy.allow_out, vec!["1.1.1.1/32".to_string()]);
+    assert_eq!(policy.deny_out, vec!["0.0.0.0/0".to_string()]);
+    assert!(policy.allow_internet);
+    let d = h.call("GET", &format!("/sandboxes/{id}"), None).await.body;
+    assert_eq!(
+        d["network"],
+        json!({"allowOut": ["1.1.1.1/32"], "denyOut": ["0.0.0.0/0"], "allowPublicTraffic": false})
+    );
+
+    // A sandbox that died behind the API's back is reported gone.
+    h.node.live.lock().unwrap().remove(&id);
+    assert_eq!(
+        h.call("GET", &format!("/sandboxes/{id}"), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(h.store.get_live_sandbox(&id).await.unwrap().is_none());
+    let r = h
+        .call(
+            "PUT",
+            &format!("/sandboxes/{id}/network"),
+            Some(json!({"allowOut": []})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn restart_marks_lost_sandboxes_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = Store::default_url(dir.path());
+    let store = Store::open(&url).await.unwrap();
+    let key = store.create_api_key("k").await.unwrap().key;
+    let node = Arc::new(FakeNode::default());
+    let api = Api::start(ApiConfig::new("d"), store.clone(), node.clone())
+        .await
+        .unwrap();
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v2/sandboxes")
+        .header("x-api-key", &key)
+        .body(Body::from(r#"{"templateID":"base"}"#))
+        .unwrap();
+    let resp = api.router().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(store.live_sandbox_ids("local").await.unwrap().len(), 1);
+
+    // A new process whose runtime holds nothing.
+    let _api2 = Api::start(
+        ApiConfig::new("d"),
+        store.clone(),
+        Arc::new(FakeNode::default()),
+    )
+    .await
+    .unwrap();
+    assert!(store.live_sandbox_ids("local").await.unwrap().is_empty());
+}

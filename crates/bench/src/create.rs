@@ -1,0 +1,92 @@
+//! Create-to-ready through the REST API: `POST /v2/sandboxes` until 201,
+//! which sandbar sends only once envd inside answers.
+
+use std::time::Duration;
+
+use crate::api::Api;
+use crate::report::{Measure, Row, Target, Unit};
+use crate::stats::Summary;
+
+pub struct Batch {
+    pub samples_ms: Vec<f64>,
+    pub failures: usize,
+    pub first_error: Option<String>,
+}
+
+/// `rounds` rounds of `concurrency` creates at once; every sandbox is killed
+/// after its round (not timed here).
+pub async fn run(api: &Api, concurrency: usize, rounds: usize) -> Batch {
+    let mut batch = Batch {
+        samples_ms: Vec::new(),
+        failures: 0,
+        first_error: None,
+    };
+    for _ in 0..rounds {
+        let results = futures::future::join_all((0..concurrency).map(|_| api.create())).await;
+        let mut ids = Vec::new();
+        for r in results {
+            match r {
+                Ok((created, took)) => {
+                    batch.samples_ms.push(ms(took));
+                    ids.push(created.id);
+                }
+                Err(e) => {
+                    batch.failures += 1;
+                    batch.first_error.get_or_insert_with(|| format!("{e:#}"));
+                }
+            }
+        }
+        if let Err(e) = api.kill_all(&ids).await {
+            batch
+                .first_error
+                .get_or_insert_with(|| format!("killing after the round: {e:#}"));
+            batch.failures += 1;
+        }
+    }
+    batch
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// The create rows: the first concurrency is held to the one-at-a-time
+/// target, the last to the 50-concurrent one.
+pub async fn rows(api: &Api, plan: &[(usize, usize)]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for (i, &(concurrency, rounds)) in plan.iter().enumerate() {
+        let what = format!("create → ready, {concurrency} concurrent (REST)");
+        let batch = run(api, concurrency, rounds).await;
+        let Some(summary) = Summary::of(&batch.samples_ms) else {
+            let err = anyhow::anyhow!(
+                "every create failed: {}",
+                batch.first_error.unwrap_or_default()
+            );
+            rows.push(Row::error(what, &err));
+            continue;
+        };
+        let mut row = Row::new(
+            what,
+            Measure::Distribution {
+                unit: Unit::Ms,
+                summary,
+            },
+        )
+        .failures(batch.failures, i > 0);
+        if i == 0 && concurrency == 1 {
+            row = row.target(Target::MedianAtMost(15.0));
+        } else if i + 1 == plan.len() && i > 0 {
+            row = row.target(Target::P99AtMost(150.0));
+            if concurrency != 50 {
+                row = row.note(format!(
+                    "the design target is for 50 concurrent; this run used {concurrency}"
+                ));
+            }
+        }
+        if let Some(e) = batch.first_error {
+            row = row.note(format!("first failure: {e}"));
+        }
+        rows.push(row.judged());
+    }
+    rows
+}

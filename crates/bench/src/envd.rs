@@ -1,0 +1,202 @@
+//! Starting a long-running process in a sandbox with envd's Connect
+//! `process.Process/Start` (server streaming, JSON codec), through the edge
+//! proxy as the SDKs do. The process stays up while its stream is read.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::{bail, Context, Result};
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use tokio::task::JoinHandle;
+
+use crate::http::{request, Client, Endpoint};
+
+pub const ENVD_PORT: u16 = 49983;
+const END_STREAM: u8 = 0x02;
+
+/// How a sandbox's ports are reached through the proxy.
+#[derive(Debug, Clone)]
+pub struct SandboxAddr {
+    pub id: String,
+    pub envd_token: Option<String>,
+    /// E2B_DOMAIN, possibly with a port (`sandbar.localhost:3443`).
+    pub domain: String,
+}
+
+impl SandboxAddr {
+    /// `{port}-{id}.{domain}`, as the Host header carries it.
+    pub fn host(&self, port: u16) -> String {
+        format!("{port}-{}.{}", self.id, self.domain)
+    }
+
+    /// The same without the domain's port: a DNS name for TLS.
+    pub fn tls_name(&self, port: u16) -> String {
+        let domain = self
+            .domain
+            .rsplit_once(':')
+            .map_or(self.domain.as_str(), |(d, _)| d);
+        format!("{port}-{}.{domain}", self.id)
+    }
+
+    /// The endpoint for `port` on a proxy listener (TLS when `tls`).
+    pub fn endpoint(&self, listener: SocketAddr, port: u16, tls: bool) -> Endpoint {
+        Endpoint {
+            addr: listener,
+            tls_name: tls.then(|| self.tls_name(port)),
+            authority: self.host(port),
+        }
+    }
+}
+
+/// A process started in a sandbox; its stream is drained until dropped.
+pub struct Background {
+    pub pid: u32,
+    drain: JoinHandle<()>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.drain.abort();
+    }
+}
+
+/// Starts `bash -l -c cmd` as the default user, with `envs`, and returns once
+/// envd reported the process started. No `Connect-Timeout-Ms`: the process
+/// lives until the sandbox dies.
+pub async fn start(
+    client: &Client,
+    proxy_tls: SocketAddr,
+    sandbox: &SandboxAddr,
+    cmd: &str,
+    envs: &BTreeMap<String, String>,
+) -> Result<Background> {
+    let ep = sandbox.endpoint(proxy_tls, ENVD_PORT, true);
+    let mut conn = client
+        .connect(&ep)
+        .await
+        .context("connecting to envd through the proxy")?;
+    let msg = serde_json::json!({
+        "process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd], "envs": envs},
+        "stdin": false,
+    });
+    let mut req = request(&ep, http::Method::POST, "/process.Process/Start")
+        .header(http::header::CONTENT_TYPE, "application/connect+json")
+        .header("Connect-Protocol-Version", "1");
+    if let Some(token) = &sandbox.envd_token {
+        req = req.header("X-Access-Token", token);
+    }
+    let req = req.body(Full::new(envelope(0, msg.to_string().as_bytes())))?;
+    conn.ready().await?;
+    let resp = conn
+        .send_request(req)
+        .await
+        .context("process.Process/Start")?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if status != http::StatusCode::OK {
+        let text = body
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        bail!(
+            "process.Process/Start answered {status}: {}",
+            String::from_utf8_lossy(&text)
+        );
+    }
+    let mut buf = BytesMut::new();
+    let pid = loop {
+        if let Some((flags, payload)) = next_envelope(&mut buf)? {
+            let v: serde_json::Value =
+                serde_json::from_slice(&payload).context("parsing a Start event")?;
+            if flags & END_STREAM != 0 {
+                bail!("the process stream ended before the process started: {v}");
+            }
+            if let Some(pid) = v.pointer("/event/start/pid").and_then(|p| p.as_u64()) {
+                break pid as u32;
+            }
+            continue;
+        }
+        match body.frame().await {
+            Some(frame) => {
+                if let Ok(data) = frame.context("reading the Start stream")?.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            None => bail!("the Start stream closed before a start event"),
+        }
+    };
+    let drain = tokio::spawn(async move {
+        let _conn = conn;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                tracing::trace!("process output: {}", String::from_utf8_lossy(&data));
+            }
+        }
+        tracing::debug!("background process stream ended");
+    });
+    Ok(Background { pid, drain })
+}
+
+fn envelope(flags: u8, payload: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(5 + payload.len());
+    out.push(flags);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(payload);
+    Bytes::from(out)
+}
+
+/// Takes one whole envelope off the front of `buf`, if there is one.
+fn next_envelope(buf: &mut BytesMut) -> Result<Option<(u8, Bytes)>> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if len > 16 << 20 {
+        bail!("envelope of {len} bytes: not a Connect stream");
+    }
+    if buf.len() < 5 + len {
+        return Ok(None);
+    }
+    let flags = buf[0];
+    buf.advance(5);
+    Ok(Some((flags, buf.split_to(len).freeze())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_in_pieces() {
+        let mut wire = BytesMut::new();
+        wire.extend_from_slice(&envelope(0, br#"{"event":{"start":{"pid":7}}}"#));
+        wire.extend_from_slice(&envelope(END_STREAM, b"{}"));
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for byte in wire {
+            buf.extend_from_slice(&[byte]);
+            while let Some(e) = next_envelope(&mut buf).unwrap() {
+                got.push(e);
+            }
+        }
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            (got[0].0, &got[0].1[..]),
+            (0, &br#"{"event":{"start":{"pid":7}}}"#[..])
+        );
+        assert_eq!((got[1].0, &got[1].1[..]), (END_STREAM, &b"{}"[..]));
+    }
+
+    #[test]
+    fn hosts_keep_the_domain_port_but_tls_names_do_not() {
+        let s = SandboxAddr {
+            id: "abc".into(),
+            envd_token: None,
+            domain: "sandbar.localhost:3443".into(),
+        };
+        assert_eq!(s.host(8080), "8080-abc.sandbar.localhost:3443");
+        assert_eq!(s.tls_name(8080), "8080-abc.sandbar.localhost");
+    }
+}

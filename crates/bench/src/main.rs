@@ -1,0 +1,328 @@
+//! `sandbar-bench`: starts its own `sandbar serve` in a scratch data dir,
+//! measures create-to-ready, the official SDK's create and exec, the edge
+//! proxy beside direct access and nginx, WebSocket round trips, memory per
+//! idle sandbox and density, and teardown; stops everything it started and
+//! prints one table (markdown, or JSON with `--json`).
+
+mod api;
+mod create;
+mod density;
+mod envd;
+mod http;
+mod leftovers;
+mod machine;
+mod memory;
+mod netns;
+mod nginx;
+mod proxy;
+mod report;
+mod sdk;
+mod server;
+mod stats;
+mod teardown;
+mod websocket;
+mod wrk;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::api::Api;
+use crate::http::Client;
+use crate::machine::Machine;
+use crate::report::{Report, Row};
+use crate::server::{Sandbar, ServeOptions};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Section {
+    Create,
+    Sdk,
+    Proxy,
+    Websocket,
+    Density,
+    Teardown,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sandbar-bench",
+    version,
+    about = "Benchmarks a sandbar server it starts itself"
+)]
+struct Args {
+    /// Tiny counts, every row, well under a minute: proves the bench works.
+    #[arg(long)]
+    smoke: bool,
+    /// Print the report as JSON on stdout (the markdown table goes to stderr).
+    #[arg(long)]
+    json: bool,
+    /// The `sandbar` binary; default: next to this executable.
+    #[arg(long)]
+    sandbar_bin: Option<PathBuf>,
+    /// Existing template store the scratch server uses (linked, not copied).
+    #[arg(long, default_value = "/var/lib/sandbar/templates")]
+    templates_from: PathBuf,
+    /// Template of every sandbox the bench creates over REST.
+    #[arg(long, default_value = "base")]
+    template: String,
+    /// Idle sandboxes to try to hold at once (default 1000; smoke 20).
+    #[arg(long)]
+    density: Option<usize>,
+    /// Seconds of each wrk run (default 10; smoke 2).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// A venv with PyPI `e2b` 2.63.x; default: tests/e2e/.venv when it has
+    /// one, else a new venv in the scratch dir.
+    #[arg(long)]
+    python_venv: Option<PathBuf>,
+    /// Subnet for the scratch server's sandboxes; default: a random /20 in 10.160.0.0/11.
+    #[arg(long)]
+    subnet: Option<String>,
+    /// Only these sections (comma-separated); default: all.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
+    /// Extra argument for `sandbar serve` (repeatable).
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+    /// Keep the scratch dir (server log, nginx config) after the run.
+    #[arg(long)]
+    keep_scratch: bool,
+}
+
+/// How many of everything: full run or smoke.
+struct Counts {
+    create_plan: Vec<(usize, usize)>,
+    sdk_create: usize,
+    sdk_exec: usize,
+    wrk_seconds: u64,
+    ws_messages: usize,
+    density: usize,
+    teardown: usize,
+}
+
+impl Counts {
+    fn for_args(a: &Args) -> Self {
+        let mut c = if a.smoke {
+            Self {
+                create_plan: vec![(1, 3), (3, 1), (5, 1)],
+                sdk_create: 2,
+                sdk_exec: 10,
+                wrk_seconds: 2,
+                ws_messages: 20,
+                density: 20,
+                teardown: 3,
+            }
+        } else {
+            Self {
+                create_plan: vec![(1, 50), (10, 5), (50, 2)],
+                sdk_create: 30,
+                sdk_exec: 300,
+                wrk_seconds: 10,
+                ws_messages: 1000,
+                density: 1000,
+                teardown: 30,
+            }
+        };
+        if let Some(d) = a.density {
+            c.density = d;
+        }
+        if let Some(s) = a.duration {
+            c.wrk_seconds = s;
+        }
+        c
+    }
+}
+
+fn random_subnet() -> String {
+    let n: u16 = rand::random::<u16>() % 512;
+    format!("10.{}.{}.0/20", 160 + n / 16, (n % 16) * 16)
+}
+
+fn default_sandbar_bin() -> Result<PathBuf> {
+    Ok(std::env::current_exe()
+        .context("finding this executable")?
+        .with_file_name("sandbar"))
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("SANDBAR_BENCH_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sandbar-bench: starting tokio: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("sandbar-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Ok(false): the bench ran but a row failed or something leaked.
+async fn run(args: Args) -> Result<bool> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("must run as root: sandbar makes namespaces, cgroups and nftables rules");
+    }
+    let machine = Machine::detect();
+    let counts = Counts::for_args(&args);
+    let started_at = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string();
+    let scratch = tempfile::Builder::new()
+        .prefix("sandbar-bench-")
+        .tempdir()
+        .context("making the scratch dir")?;
+    let instance = format!("bn{:04x}", rand::random::<u16>());
+    let opts = ServeOptions {
+        bin: args
+            .sandbar_bin
+            .clone()
+            .map_or_else(default_sandbar_bin, Ok)?,
+        data_dir: scratch.path().join("data"),
+        templates_from: args.templates_from.clone(),
+        instance: instance.clone(),
+        subnet: args.subnet.clone().unwrap_or_else(random_subnet),
+        extra_args: args.serve_args.clone(),
+    };
+
+    let mut sandbar = Sandbar::start(&opts).await?;
+    let version = sandbar.version.clone();
+    // Ctrl-C or SIGTERM ends the measurements; sandbar is stopped below
+    // either way (it runs in its own process group, so the terminal's
+    // signal reaches only the bench).
+    let measured = tokio::select! {
+        rows = measure(&args, &counts, &sandbar, scratch.path()) => rows,
+        signal = interrupted() => Err(signal),
+    };
+    let stopped = tokio::task::block_in_place(|| sandbar.stop());
+    let leftovers = leftovers::find(&instance, &opts.data_dir);
+    let serve_log = sandbar.log_tail();
+    drop(sandbar);
+
+    let mut rows = measured.unwrap_or_else(|e| vec![Row::error("the run", &e)]);
+    if let Err(e) = stopped {
+        rows.push(Row::error("sandbar shutdown", &e));
+    }
+    let report = Report {
+        machine,
+        mode: if args.smoke { "smoke" } else { "full" }.into(),
+        started_at,
+        sandbar_version: if version.is_empty() {
+            "sandbar (version unknown)".into()
+        } else {
+            version
+        },
+        rows,
+        leftovers,
+    };
+    let markdown = report.markdown();
+    if args.json {
+        eprintln!("{markdown}");
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{markdown}");
+    }
+    let ok = !report.failed(args.smoke);
+    if !ok {
+        eprintln!("sandbar-bench: FAILED (see the errors above); last lines of sandbar's log:\n{serve_log}");
+    }
+    if args.keep_scratch || !report.leftovers.is_empty() {
+        let kept = scratch.keep();
+        eprintln!("scratch dir kept at {}", kept.display());
+    }
+    Ok(ok)
+}
+
+async fn interrupted() -> anyhow::Error {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => anyhow::anyhow!("interrupted (SIGINT)"),
+        _ = term.recv() => anyhow::anyhow!("terminated (SIGTERM)"),
+    }
+}
+
+async fn measure(
+    args: &Args,
+    counts: &Counts,
+    sandbar: &Sandbar,
+    scratch: &Path,
+) -> Result<Vec<Row>> {
+    let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
+    let ca_files = sandbar.ca_files();
+    let client = Client::new(&ca_files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    let api = Api::new(
+        client.clone(),
+        sandbar.api.clone(),
+        sandbar.env.require("E2B_API_KEY")?.to_string(),
+        args.template.clone(),
+    );
+    let mut rows = Vec::new();
+
+    if wants(Section::Create) {
+        tracing::info!("create-to-ready");
+        rows.extend(create::rows(&api, &counts.create_plan).await);
+    }
+    if wants(Section::Sdk) {
+        tracing::info!("official Python SDK");
+        let python = sdk::Python::prepare(args.python_venv.as_deref(), scratch).await;
+        rows.extend(sdk::rows(python, &sandbar.env, counts.sdk_create, counts.sdk_exec).await);
+    }
+    if wants(Section::Proxy) || wants(Section::Websocket) {
+        tracing::info!("edge proxy");
+        match proxy::prepare(&api, sandbar).await {
+            Ok(target) => {
+                if wants(Section::Proxy) {
+                    rows.extend(
+                        proxy::throughput_rows(&target, sandbar, scratch, counts.wrk_seconds).await,
+                    );
+                }
+                if wants(Section::Websocket) {
+                    rows.extend(
+                        proxy::websocket_rows(&target, &client, sandbar, counts.ws_messages).await,
+                    );
+                }
+                let id = target.sandbox.id.clone();
+                drop(target);
+                if let Err(e) = api.kill(&id).await {
+                    rows.push(Row::error("killing the proxy bench's sandbox", &e));
+                }
+            }
+            Err(e) => rows.push(Row::error(
+                "edge proxy: preparing the sandbox and its server",
+                &e,
+            )),
+        }
+    }
+    if wants(Section::Density) {
+        tracing::info!(target = counts.density, "idle memory and density");
+        rows.extend(density::rows(&api, &sandbar.instance, counts.density).await);
+    }
+    if wants(Section::Teardown) {
+        tracing::info!("teardown");
+        rows.extend(
+            teardown::rows(&api, &sandbar.instance, &sandbar.data_dir, counts.teardown).await,
+        );
+    }
+    Ok(rows)
+}

@@ -1,0 +1,344 @@
+//! `sandbar serve`: the network, the runtime, the API and the edge proxy in
+//! one process, and their orderly shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use sandbar_api::{Api, ApiConfig, LocalRuntime};
+use sandbar_net::{NetConfig, Network};
+use sandbar_proxy::certs::{LocalCaFiles, ServerCert};
+use sandbar_proxy::{api_service, Listener, Proxy};
+use sandbar_runtime::{Catalog, Runtime, RuntimeConfig, RuntimeOptions};
+use sandbar_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::layout::{write_private, DataDir, ServeState};
+
+/// How long open connections get to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+/// System roots, concatenated with the local CA into the client bundle.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum NetMode {
+    /// Node network: internet through NAT, DNS, isolation and egress rules.
+    Node,
+    /// Each sandbox alone with loopback; no internet (for hosts where the
+    /// node network cannot be set up).
+    Private,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Public sandbox domain: sandboxes are at `{port}-{id}.{domain}`.
+    #[arg(long, env = "SANDBAR_DOMAIN", default_value = "sandbar.localhost")]
+    pub domain: String,
+    /// Plain-HTTP API listener (what `sandbar env` gives as E2B_API_URL). The
+    /// API is also served at `https://api.{domain}` through the proxy.
+    #[arg(long, env = "SANDBAR_API_LISTEN", default_value = "127.0.0.1:3049")]
+    pub api_listen: SocketAddr,
+    /// TLS listener of the edge proxy.
+    #[arg(long, env = "SANDBAR_HTTPS_LISTEN", default_value = "0.0.0.0:443")]
+    pub https_listen: SocketAddr,
+    /// Plain-HTTP listener of the edge proxy.
+    #[arg(long, env = "SANDBAR_HTTP_LISTEN", default_value = "0.0.0.0:80")]
+    pub http_listen: SocketAddr,
+    /// Public port of the proxy's TLS listener when it differs from the one
+    /// it binds (e.g. behind a port forward); default: the bound port.
+    #[arg(long, env = "SANDBAR_PUBLIC_PORT")]
+    pub public_port: Option<u16>,
+    /// Short name ([a-z0-9], <= 6 chars) that prefixes every host object, so
+    /// that several servers on one machine never collide.
+    #[arg(long, env = "SANDBAR_INSTANCE", default_value = "sb")]
+    pub instance: String,
+    /// Range that sandboxes take their addresses from.
+    #[arg(long, env = "SANDBAR_SUBNET", default_value = "10.201.0.0/16")]
+    pub subnet: Ipv4Net,
+    /// Longest sandbox timeout a client may ask for, in seconds.
+    #[arg(long, env = "SANDBAR_MAX_TIMEOUT", default_value_t = 24 * 3600)]
+    pub max_timeout: u64,
+    /// Certificate chain (PEM) for `*.{domain}`, instead of the local CA's.
+    #[arg(long, env = "SANDBAR_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "SANDBAR_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Database URL; default SQLite in the data dir. `postgres://...` to
+    /// share one catalog between nodes.
+    #[arg(long, env = "SANDBAR_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// The envd binary put into every sandbox; default: `envd` next to this
+    /// executable.
+    #[arg(long, env = "SANDBAR_ENVD")]
+    pub envd: Option<PathBuf>,
+    /// Host uid that root inside a sandbox maps to (65536 ids from there).
+    #[arg(long, env = "SANDBAR_UID_BASE", default_value_t = 1_000_000)]
+    pub uid_base: u32,
+    /// How many ready network namespaces to keep.
+    #[arg(long, env = "SANDBAR_POOL_SIZE", default_value_t = 8)]
+    pub pool_size: usize,
+    #[arg(long, env = "SANDBAR_NETWORK", value_enum, default_value = "node")]
+    pub network: NetMode,
+}
+
+fn instance_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 6
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// The `domain` clients get: with the port unless it is 443.
+fn public_domain(domain: &str, port: u16) -> String {
+    if port == 443 {
+        domain.to_string()
+    } else {
+        format!("{domain}:{port}")
+    }
+}
+
+fn api_url(listen: SocketAddr) -> String {
+    let host = match listen.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+        ip if ip.is_unspecified() => "[::1]".to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", listen.port())
+}
+
+/// Reuses the operator key kept in the data dir while the database still
+/// accepts it; otherwise makes one and prints it (once).
+async fn operator_key(data: &DataDir, store: &Store) -> Result<()> {
+    if let Ok(key) = data.read_api_key() {
+        if store.verify_api_key(&key).await?.is_some() {
+            return Ok(());
+        }
+        tracing::warn!(
+            "the stored operator key is unknown to the database or revoked; making a new one"
+        );
+    }
+    let k = store.create_api_key("operator").await?;
+    write_private(&data.api_key_file(), format!("{}\n", k.key).as_bytes())?;
+    println!(
+        "API key (also kept in {}): {}",
+        data.api_key_file().display(),
+        k.key
+    );
+    Ok(())
+}
+
+fn write_ca_bundle(data: &DataDir, ca: &std::path::Path) -> Result<PathBuf> {
+    let mut bundle = Vec::new();
+    if let Some(roots) = SYSTEM_ROOTS.iter().find_map(|p| std::fs::read(p).ok()) {
+        bundle.extend(roots);
+        bundle.push(b'\n');
+    } else {
+        tracing::warn!("no system CA bundle found; the client bundle holds only the local CA");
+    }
+    bundle.extend(std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?);
+    let path = data.ca_bundle();
+    std::fs::write(&path, bundle).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    Ok(())
+}
+
+pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
+    if !instance_ok(&args.instance) {
+        bail!(
+            "--instance must be 1 to 6 characters of [a-z0-9], got '{}'",
+            args.instance
+        );
+    }
+    std::fs::create_dir_all(&data.root)
+        .with_context(|| format!("creating {}", data.root.display()))?;
+    let started = std::time::Instant::now();
+
+    let db_url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| Store::default_url(&data.root));
+    let store = Store::open(&db_url).await.context("opening the database")?;
+    operator_key(&data, &store).await?;
+
+    let (cert, ca_cert) = match (&args.tls_cert, &args.tls_key) {
+        (Some(c), Some(k)) => (
+            ServerCert::from_pem_files(c, k).context("loading --tls-cert/--tls-key")?,
+            None,
+        ),
+        _ => {
+            let files = LocalCaFiles::new(data.tls_dir());
+            let cert = ServerCert::local(&files, &args.domain)
+                .context("making the local CA and certificate")?;
+            let ca = cert.ca_cert_path.clone();
+            (cert, ca)
+        }
+    };
+    let tls = cert
+        .server_config()
+        .context("building the TLS configuration")?;
+    let ca_bundle = ca_cert
+        .as_deref()
+        .map(|ca| write_ca_bundle(&data, ca))
+        .transpose()?;
+
+    // Bind every listener before starting sandboxes, so a taken port fails fast.
+    let api_listener = tokio::net::TcpListener::bind(args.api_listen)
+        .await
+        .with_context(|| format!("binding the API listener {}", args.api_listen))?;
+    let https = sandbar_proxy::bind(args.https_listen)
+        .await
+        .with_context(|| format!("binding the HTTPS listener {}", args.https_listen))?;
+    let http = sandbar_proxy::bind(args.http_listen)
+        .await
+        .with_context(|| format!("binding the HTTP listener {}", args.http_listen))?;
+    let https_port = args.public_port.unwrap_or(https.local_addr()?.port());
+
+    let run_dir = PathBuf::from("/run/sandbar").join(&args.instance);
+    let net = match args.network {
+        NetMode::Node => Some(
+            Network::new(NetConfig {
+                instance: args.instance.clone(),
+                subnet: args.subnet,
+                state_dir: run_dir.clone(),
+                pool_size: args.pool_size,
+                dns_upstream: Vec::new(),
+            })
+            .await
+            .context("setting up the sandbox network (`--network private` runs sandboxes without internet)")?,
+        ),
+        NetMode::Private => {
+            tracing::warn!("--network private: sandboxes get loopback only, no internet");
+            None
+        }
+    };
+
+    let envd_bin = match &args.envd {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("envd"),
+    };
+    let runtime_config = RuntimeConfig {
+        instance: args.instance.clone(),
+        data_dir: data.root.clone(),
+        templates_dir: data.templates_dir(),
+        envd_bin,
+        uid_base: args.uid_base,
+    };
+    let runtime =
+        match Runtime::start_with(runtime_config, net.clone(), RuntimeOptions::default()).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(net) = &net {
+                    net.shutdown().await.ok();
+                }
+                return Err(e).context("starting the sandbox runtime");
+            }
+        };
+
+    let mut api_config = ApiConfig::new(public_domain(&args.domain, https_port));
+    api_config.max_timeout = Duration::from_secs(args.max_timeout);
+    api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
+    let api = Api::start(
+        api_config,
+        store.clone(),
+        Arc::new(LocalRuntime(runtime.clone())),
+    )
+    .await
+    .context("starting the API")?;
+    let router = api.router();
+
+    let shutdown = CancellationToken::new();
+    let api_server = tokio::spawn({
+        let shutdown = shutdown.clone();
+        let router = router.clone();
+        async move {
+            axum::serve(api_listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+                .map_err(|e| e.to_string())
+        }
+    });
+    let catalog: Arc<dyn Catalog> = runtime.clone();
+    let proxy = Proxy::new(&args.domain, catalog, Some(api_service(router)));
+    let proxy_server = tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move {
+            sandbar_proxy::serve(
+                proxy,
+                vec![Listener::Tls(https, tls), Listener::Plain(http)],
+                shutdown,
+            )
+            .await;
+            Ok::<(), String>(())
+        }
+    });
+
+    let state = ServeState {
+        api_url: api_url(args.api_listen),
+        domain: public_domain(&args.domain, https_port),
+        ca_cert,
+        ca_bundle,
+        instance: args.instance.clone(),
+        pid: std::process::id(),
+    };
+    std::fs::write(data.serve_state_file(), serde_json::to_vec_pretty(&state)?)
+        .with_context(|| format!("writing {}", data.serve_state_file().display()))?;
+    tracing::info!(
+        api = %state.api_url,
+        domain = %state.domain,
+        https = %args.https_listen,
+        http = %args.http_listen,
+        ready_ms = started.elapsed().as_millis() as u64,
+        "sandbar is serving"
+    );
+    eprintln!(
+        "sandbar is serving: API {} , sandboxes at https://{{port}}-{{id}}.{}",
+        state.api_url, state.domain
+    );
+    eprintln!(
+        "run `eval \"$(sandbar env --data-dir {})\"` to point the E2B SDKs here",
+        data.root.display()
+    );
+
+    let signal = shutdown_signal().await;
+
+    // Stop taking requests first so no sandbox is created while we tear down.
+    shutdown.cancel();
+    proxy.close_tunnels();
+    for (what, task) in [("API", api_server), ("proxy", proxy_server)] {
+        match tokio::time::timeout(DRAIN, task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "{what} server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "{what} server task failed"),
+            Err(_) => tracing::warn!("{what} server did not drain within {DRAIN:?}"),
+        }
+    }
+    runtime.shutdown().await;
+    if let Err(e) = api.shutdown().await {
+        tracing::warn!(error = %e, "recording the sandboxes as gone failed");
+    }
+    if let Some(net) = &net {
+        net.shutdown()
+            .await
+            .context("releasing the sandbox network")?;
+    }
+    store.close().await;
+    tracing::info!("sandbar stopped cleanly");
+    signal
+}

@@ -1,0 +1,303 @@
+//! The DNS forwarder sandboxes use as their resolver.
+//!
+//! Sandboxes send DNS to their gateway; nftables redirects it here. The
+//! host's own resolver usually sits on a private address that sandboxes may
+//! not reach, which is why the host relays. Queries are passed through as
+//! bytes; only the header is parsed, to refuse sandboxes whose policy allows
+//! no internet (nftables already drops their packets; this is the second lock).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::policy::DnsAccess;
+use crate::NetError;
+
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+const TCP_SESSION_LIMIT: Duration = Duration::from_secs(30);
+const MAX_UDP_IN_FLIGHT: usize = 512;
+const MAX_TCP_SESSIONS: usize = 128;
+const MAX_DNS_MESSAGE: usize = 65535;
+
+pub(crate) struct DnsForwarder {
+    port: u16,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DnsForwarder {
+    /// Binds UDP and TCP on the same ephemeral port of every host address
+    /// (nftables keeps everyone but sandboxes and loopback away from it).
+    pub(crate) async fn start(
+        upstreams: Vec<SocketAddr>,
+        access: Arc<DnsAccess>,
+    ) -> Result<Self, NetError> {
+        if upstreams.is_empty() {
+            return Err(NetError::Config(
+                "no upstream DNS resolver configured".into(),
+            ));
+        }
+        let (udp, tcp) = bind_pair().await?;
+        let port = udp.local_addr()?.port();
+        let upstreams: Arc<[SocketAddr]> = upstreams.into();
+        let udp_task = tokio::spawn(serve_udp(Arc::new(udp), upstreams.clone(), access.clone()));
+        let tcp_task = tokio::spawn(serve_tcp(tcp, upstreams, access));
+        tracing::debug!(port, "DNS forwarder listening");
+        Ok(Self {
+            port,
+            tasks: vec![udp_task, tcp_task],
+        })
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl Drop for DnsForwarder {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// An ephemeral UDP port whose TCP twin is free too.
+async fn bind_pair() -> Result<(UdpSocket, TcpListener), NetError> {
+    let any = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
+    let mut last_err = None;
+    for _ in 0..16 {
+        let udp = UdpSocket::bind(any).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(NetError::Setup(format!(
+        "binding the DNS forwarder: no port free for both UDP and TCP: {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+fn sandbox_source(addr: SocketAddr) -> Option<Ipv4Addr> {
+    match addr.ip() {
+        IpAddr::V4(v4) => Some(v4),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+    }
+}
+
+/// A REFUSED answer to `query`, or None when it does not even parse.
+fn refusal(query: &[u8]) -> Option<Vec<u8>> {
+    let query = Message::from_vec(query).ok()?;
+    let mut answer = Message::error_msg(query.id(), query.op_code(), ResponseCode::Refused);
+    answer.add_queries(query.queries().to_vec());
+    answer.set_recursion_desired(query.recursion_desired());
+    answer.to_vec().ok()
+}
+
+fn message_id(message: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes([*message.first()?, *message.get(1)?]))
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, upstreams: Arc<[SocketAddr]>, access: Arc<DnsAccess>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
+    let mut buf = vec![0u8; MAX_DNS_MESSAGE];
+    loop {
+        let (len, from) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS forwarder: receiving");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let query = buf[..len].to_vec();
+        let allowed = sandbox_source(from).is_some_and(|a| access.may_resolve(a));
+        if !allowed {
+            tracing::debug!(%from, "DNS forwarder: refused");
+            if let Some(answer) = refusal(&query) {
+                let _ = socket.send_to(&answer, from).await;
+            }
+            continue;
+        }
+        // Under a flood, dropping is what a resolver does; clients retry.
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            continue;
+        };
+        let socket = socket.clone();
+        let upstreams = upstreams.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            match relay_udp(&query, &upstreams).await {
+                Ok(answer) => {
+                    let _ = socket.send_to(&answer, from).await;
+                }
+                Err(e) => tracing::debug!(%from, error = %e, "DNS forwarder: no upstream answer"),
+            }
+        });
+    }
+}
+
+/// Asks each upstream in turn from a fresh socket (a random source port per
+/// query, as resolvers do against spoofed answers).
+async fn relay_udp(query: &[u8], upstreams: &[SocketAddr]) -> io::Result<Vec<u8>> {
+    let id = message_id(query).ok_or_else(|| io::Error::other("query shorter than a header"))?;
+    let mut last_err = io::Error::other("no upstream");
+    for upstream in upstreams {
+        let local: SocketAddr = if upstream.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let attempt = async {
+            let socket = UdpSocket::bind(local).await?;
+            socket.connect(upstream).await?;
+            socket.send(query).await?;
+            let mut buf = vec![0u8; MAX_DNS_MESSAGE];
+            loop {
+                let len = socket.recv(&mut buf).await?;
+                if message_id(&buf[..len]) == Some(id) {
+                    buf.truncate(len);
+                    return Ok::<_, io::Error>(buf);
+                }
+            }
+        };
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, attempt).await {
+            Ok(Ok(answer)) => return Ok(answer),
+            Ok(Err(e)) => last_err = e,
+            Err(_) => {
+                last_err = io::Error::new(io::ErrorKind::TimedOut, format!("{upstream} timed out"))
+            }
+        }
+    }
+    Err(last_err)
+}
+
+async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>, access: Arc<DnsAccess>) {
+    let sessions = Arc::new(Semaphore::new(MAX_TCP_SESSIONS));
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "DNS forwarder: accepting");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = sessions.clone().try_acquire_owned() else {
+            continue;
+        };
+        let allowed = sandbox_source(from).is_some_and(|a| access.may_resolve(a));
+        let upstreams = upstreams.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let session = async {
+                if allowed {
+                    relay_tcp(stream, &upstreams).await
+                } else {
+                    refuse_tcp(stream).await
+                }
+            };
+            match tokio::time::timeout(TCP_SESSION_LIMIT, session).await {
+                Ok(Err(e)) => tracing::debug!(%from, error = %e, "DNS forwarder: TCP session"),
+                Err(_) => tracing::debug!(%from, "DNS forwarder: TCP session timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
+    }
+}
+
+async fn relay_tcp(mut client: TcpStream, upstreams: &[SocketAddr]) -> io::Result<()> {
+    let mut last_err = io::Error::other("no upstream");
+    for upstream in upstreams {
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(upstream)).await {
+            Ok(Ok(mut server)) => {
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                return Ok(());
+            }
+            Ok(Err(e)) => last_err = e,
+            Err(_) => {
+                last_err = io::Error::new(io::ErrorKind::TimedOut, format!("{upstream} timed out"))
+            }
+        }
+    }
+    Err(last_err)
+}
+
+/// Reads one length-prefixed query and answers REFUSED.
+async fn refuse_tcp(mut client: TcpStream) -> io::Result<()> {
+    let len = client.read_u16().await?;
+    let mut query = vec![0u8; usize::from(len)];
+    client.read_exact(&mut query).await?;
+    if let Some(answer) = refusal(&query) {
+        let len = u16::try_from(answer.len()).map_err(io::Error::other)?;
+        client.write_u16(len).await?;
+        client.write_all(&answer).await?;
+    }
+    client.shutdown().await
+}
+
+/// Nameservers from /etc/resolv.conf, port 53.
+pub fn system_resolvers() -> Vec<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .map(|text| parse_resolv_conf(&text))
+        .unwrap_or_default()
+}
+
+fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next()? == "nameserver").then_some(())?;
+            // Drop a zone suffix (fe80::1%eth0): such resolvers are rare and
+            // std cannot parse it.
+            let addr = words.next()?.split('%').next()?;
+            addr.parse::<IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+
+    #[test]
+    fn resolv_conf_nameservers() {
+        let text =
+            "# comment\nsearch x\nnameserver 10.255.255.53\nnameserver ::1\noptions ndots:1\n";
+        assert_eq!(
+            parse_resolv_conf(text),
+            vec![
+                "10.255.255.53:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn refusal_keeps_id_and_question() {
+        let mut query = Message::new();
+        query.set_id(4242);
+        query.set_recursion_desired(true);
+        query.add_query(Query::query(
+            Name::from_ascii("pypi.org.").unwrap(),
+            RecordType::A,
+        ));
+        let answer = Message::from_vec(&refusal(&query.to_vec().unwrap()).unwrap()).unwrap();
+        assert_eq!(answer.id(), 4242);
+        assert_eq!(answer.response_code(), ResponseCode::Refused);
+        assert_eq!(answer.queries(), query.queries());
+        assert!(refusal(&[1, 2, 3]).is_none());
+    }
+}

@@ -1,0 +1,576 @@
+//! The instance's nftables table (`inet sandbar_<instance>`): NAT to the
+//! internet, isolation, and per-sandbox egress policies.
+//!
+//! Sandboxes with the default policy need no state of their own here: their
+//! host veths match the instance's interface-name wildcard. Only a sandbox
+//! with a non-default policy gets an entry in the `offline` set and/or a chain
+//! of its own reached through the `egress` verdict map, so acquiring and
+//! releasing it is one small transaction, never a reload.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+
+use ipnet::Ipv4Net;
+use nftables::batch::Batch;
+use nftables::expr::{
+    Expression, Fib, FibFlag, FibResult, Meta, MetaKey, NamedExpression, Payload, PayloadField,
+    Prefix, SetItem, Verdict, CT,
+};
+use nftables::schema::{
+    Chain, Element, FlushObject, NfCmd, NfListObject, Nftables, Rule, Set, SetFlag, SetType,
+    SetTypeValue, Table,
+};
+use nftables::stmt::{
+    AnonymousCounter, Counter, JumpTarget, Match, Operator, Statement, VerdictMap, NAT,
+};
+use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
+
+use crate::policy::CompiledPolicy;
+use crate::NetError;
+
+/// Destinations a sandbox never reaches unless its policy allows them:
+/// private, shared, loopback, link-local (cloud metadata), "this network",
+/// multicast and reserved ranges.
+const BLOCKED_V4: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+];
+
+const OFFLINE_SET: &str = "offline";
+const EGRESS_MAP: &str = "egress";
+const BLOCKED_SET: &str = "blocked4";
+
+/// What a sandbox currently has in the table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SandboxRules {
+    pub(crate) offline: bool,
+    pub(crate) egress_chain: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Firewall {
+    table: String,
+    veth_wildcard: String,
+    subnet: Ipv4Net,
+    dns_port: u16,
+}
+
+// Small constructors that keep the rule listings below readable.
+fn s(text: &str) -> Expression<'static> {
+    Expression::String(Cow::Owned(text.to_string()))
+}
+fn meta(key: MetaKey) -> Expression<'static> {
+    Expression::Named(NamedExpression::Meta(Meta { key }))
+}
+fn field(protocol: &'static str, name: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::Payload(Payload::PayloadField(
+        PayloadField {
+            protocol: protocol.into(),
+            field: name.into(),
+        },
+    )))
+}
+fn ct(key: &'static str) -> Expression<'static> {
+    Expression::Named(NamedExpression::CT(CT {
+        key: key.into(),
+        family: None,
+        dir: None,
+    }))
+}
+fn prefix(net: Ipv4Net) -> Expression<'static> {
+    Expression::Named(NamedExpression::Prefix(Prefix {
+        addr: Box::new(s(&net.network().to_string())),
+        len: u32::from(net.prefix_len()),
+    }))
+}
+fn anon_set(items: Vec<Expression<'static>>) -> Expression<'static> {
+    Expression::Named(NamedExpression::Set(
+        items.into_iter().map(SetItem::Element).collect(),
+    ))
+}
+fn tcp_or_udp() -> Expression<'static> {
+    anon_set(vec![s("tcp"), s("udp")])
+}
+fn is(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::EQ,
+    })
+}
+fn is_not(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::NEQ,
+    })
+}
+fn has(left: Expression<'static>, right: Expression<'static>) -> Statement<'static> {
+    Statement::Match(Match {
+        left,
+        right,
+        op: Operator::IN,
+    })
+}
+fn counter() -> Statement<'static> {
+    Statement::Counter(Counter::Anonymous(Some(AnonymousCounter::default())))
+}
+fn accept() -> Statement<'static> {
+    Statement::Accept(None)
+}
+fn drop_() -> Statement<'static> {
+    Statement::Drop(None)
+}
+fn jump(target: &str) -> Statement<'static> {
+    Statement::Jump(JumpTarget {
+        target: Cow::Owned(target.to_string()),
+    })
+}
+
+impl Firewall {
+    pub(crate) fn new(
+        table: String,
+        veth_wildcard: String,
+        subnet: Ipv4Net,
+        dns_port: u16,
+    ) -> Self {
+        Self {
+            table,
+            veth_wildcard,
+            subnet,
+            dns_port,
+        }
+    }
+
+    fn table_obj(&self) -> Table<'static> {
+        Table {
+            family: NfFamily::INet,
+            name: Cow::Owned(self.table.clone()),
+            handle: None,
+        }
+    }
+
+    fn chain(&self, name: &str) -> Chain<'static> {
+        Chain {
+            family: NfFamily::INet,
+            table: Cow::Owned(self.table.clone()),
+            name: Cow::Owned(name.to_string()),
+            ..Chain::default()
+        }
+    }
+
+    fn base_chain(&self, name: &str, kind: NfChainType, hook: NfHook, prio: i32) -> Chain<'static> {
+        Chain {
+            _type: Some(kind),
+            hook: Some(hook),
+            prio: Some(prio),
+            policy: Some(NfChainPolicy::Accept),
+            ..self.chain(name)
+        }
+    }
+
+    fn rule(&self, chain: &str, expr: Vec<Statement<'static>>) -> NfListObject<'static> {
+        NfListObject::Rule(Rule {
+            family: NfFamily::INet,
+            table: Cow::Owned(self.table.clone()),
+            chain: Cow::Owned(chain.to_string()),
+            expr: expr.into(),
+            ..Rule::default()
+        })
+    }
+
+    fn element(&self, set: &str, elem: Expression<'static>) -> NfListObject<'static> {
+        NfListObject::Element(Element {
+            family: NfFamily::INet,
+            table: Cow::Owned(self.table.clone()),
+            name: Cow::Owned(set.to_string()),
+            elem: vec![elem].into(),
+        })
+    }
+
+    fn egress_chain_name(veth: &str) -> String {
+        format!("egress_{veth}")
+    }
+
+    /// Replaces whatever table a previous run left with a fresh one, in one
+    /// atomic transaction.
+    pub(crate) async fn install(&self) -> Result<(), NetError> {
+        let mut head = Batch::new();
+        // `add` then `delete` makes the delete succeed whether or not the table exists.
+        head.add(NfListObject::Table(self.table_obj()));
+        head.delete(NfListObject::Table(self.table_obj()));
+        head.add(NfListObject::Table(self.table_obj()));
+        self.add_sets(&mut head);
+        let mut chains = Batch::new();
+        self.add_chains(&mut chains);
+        let mut objects = to_json_objects(head.to_nftables());
+        objects.push(self.egress_map_json());
+        objects.extend(to_json_objects(chains.to_nftables()));
+        let payload = serde_json::json!({ "nftables": objects }).to_string();
+        apply_raw(&payload, "installing the table").await
+    }
+
+    /// The `egress` map (interface name -> verdict). Written as raw JSON
+    /// because the nftables crate's set types have no `verdict`.
+    fn egress_map_json(&self) -> serde_json::Value {
+        serde_json::json!({ "add": { "map": {
+            "family": "inet",
+            "table": self.table,
+            "name": EGRESS_MAP,
+            "type": "ifname",
+            "map": "verdict",
+        }}})
+    }
+
+    pub(crate) async fn remove(&self) -> Result<(), NetError> {
+        let mut batch = Batch::new();
+        batch.add(NfListObject::Table(self.table_obj()));
+        batch.delete(NfListObject::Table(self.table_obj()));
+        apply(batch.to_nftables(), "removing the table").await
+    }
+
+    fn add_sets(&self, batch: &mut Batch<'static>) {
+        let table: Cow<'static, str> = Cow::Owned(self.table.clone());
+        batch.add(NfListObject::Set(Box::new(Set {
+            family: NfFamily::INet,
+            table: table.clone(),
+            name: OFFLINE_SET.into(),
+            set_type: SetTypeValue::Single(SetType::Ifname),
+            ..Set::default()
+        })));
+        let mut blocked: Vec<Ipv4Net> = BLOCKED_V4
+            .iter()
+            .map(|n| n.parse().expect("static CIDR"))
+            .collect();
+        blocked.push(self.subnet);
+        let blocked = ipnet::Ipv4Net::aggregate(&blocked);
+        batch.add(NfListObject::Set(Box::new(Set {
+            family: NfFamily::INet,
+            table,
+            name: BLOCKED_SET.into(),
+            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
+            flags: Some(HashSet::from([SetFlag::Interval])),
+            elem: Some(blocked.into_iter().map(prefix).collect::<Vec<_>>().into()),
+            ..Set::default()
+        })));
+    }
+
+    fn add_chains(&self, batch: &mut Batch<'static>) {
+        let ours = || s(&self.veth_wildcard);
+        let port = Expression::Number(u32::from(self.dns_port));
+        // Jump targets must exist before the rules that name them.
+        for chain in ["sandbox_to_host", "sandbox_out", "sandbox_in"] {
+            batch.add(NfListObject::Chain(self.chain(chain)));
+        }
+
+        // DNS sent by a sandbox to its gateway (or any host address) goes to the forwarder.
+        batch.add(NfListObject::Chain(self.base_chain(
+            "prerouting",
+            NfChainType::NAT,
+            NfHook::Prerouting,
+            -100,
+        )));
+        batch.add(self.rule(
+            "prerouting",
+            vec![
+                is(meta(MetaKey::Iifname), ours()),
+                is(
+                    Expression::Named(NamedExpression::Fib(Fib {
+                        result: FibResult::Type,
+                        flags: HashSet::from([FibFlag::Daddr]),
+                    })),
+                    s("local"),
+                ),
+                is(meta(MetaKey::L4proto), tcp_or_udp()),
+                is(field("th", "dport"), Expression::Number(53)),
+                Statement::Redirect(Some(NAT {
+                    addr: None,
+                    family: None,
+                    port: Some(port.clone()),
+                    flags: None,
+                })),
+            ],
+        ));
+
+        batch.add(NfListObject::Chain(self.base_chain(
+            "postrouting",
+            NfChainType::NAT,
+            NfHook::Postrouting,
+            100,
+        )));
+        batch.add(self.rule(
+            "postrouting",
+            vec![
+                is(field("ip", "saddr"), prefix(self.subnet)),
+                is_not(meta(MetaKey::Oifname), ours()),
+                Statement::Masquerade(None),
+            ],
+        ));
+
+        // Sandboxes reach no host address, except the forwarder through the redirect above.
+        batch.add(NfListObject::Chain(self.base_chain(
+            "input",
+            NfChainType::Filter,
+            NfHook::Input,
+            0,
+        )));
+        batch.add(self.rule(
+            "input",
+            vec![is(meta(MetaKey::Iifname), ours()), jump("sandbox_to_host")],
+        ));
+        // The forwarder listens on all addresses; nobody else may use it.
+        batch.add(self.rule(
+            "input",
+            vec![
+                is(meta(MetaKey::L4proto), tcp_or_udp()),
+                is(field("th", "dport"), port.clone()),
+                is_not(meta(MetaKey::Iifname), s("lo")),
+                counter(),
+                drop_(),
+            ],
+        ));
+        batch.add(self.rule(
+            "sandbox_to_host",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{OFFLINE_SET}"))),
+                counter(),
+                drop_(),
+            ],
+        ));
+        batch.add(self.rule(
+            "sandbox_to_host",
+            vec![
+                has(ct("status"), s("dnat")),
+                is(meta(MetaKey::L4proto), tcp_or_udp()),
+                is(field("th", "dport"), port),
+                accept(),
+            ],
+        ));
+        batch.add(self.rule("sandbox_to_host", vec![counter(), drop_()]));
+
+        batch.add(NfListObject::Chain(self.base_chain(
+            "forward",
+            NfChainType::Filter,
+            NfHook::Forward,
+            0,
+        )));
+        batch.add(self.rule(
+            "forward",
+            vec![is(meta(MetaKey::Iifname), ours()), jump("sandbox_out")],
+        ));
+        batch.add(self.rule(
+            "forward",
+            vec![is(meta(MetaKey::Oifname), ours()), jump("sandbox_in")],
+        ));
+
+        batch.add(self.rule(
+            "sandbox_out",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{OFFLINE_SET}"))),
+                counter(),
+                drop_(),
+            ],
+        ));
+        // Sandboxes get no IPv6 route; this holds even if one adds its own.
+        batch.add(self.rule(
+            "sandbox_out",
+            vec![is(meta(MetaKey::Nfproto), s("ipv6")), counter(), drop_()],
+        ));
+        batch.add(self.rule(
+            "sandbox_out",
+            vec![Statement::VerdictMap(VerdictMap {
+                key: meta(MetaKey::Iifname),
+                data: s(&format!("@{EGRESS_MAP}")),
+            })],
+        ));
+        batch.add(self.rule(
+            "sandbox_out",
+            vec![
+                is(field("ip", "daddr"), s(&format!("@{BLOCKED_SET}"))),
+                counter(),
+                drop_(),
+            ],
+        ));
+        batch.add(self.rule("sandbox_out", vec![accept()]));
+
+        // Into a sandbox only replies pass: no other sandbox, no outsider starts a connection.
+        batch.add(self.rule(
+            "sandbox_in",
+            vec![
+                has(
+                    ct("state"),
+                    Expression::List(vec![s("established"), s("related")]),
+                ),
+                accept(),
+            ],
+        ));
+        batch.add(self.rule("sandbox_in", vec![counter(), drop_()]));
+    }
+
+    /// Moves a sandbox from the rules it has (`current`) to those `policy`
+    /// needs, in one transaction. Returns what it has afterwards.
+    pub(crate) async fn apply_policy(
+        &self,
+        veth: &str,
+        current: SandboxRules,
+        policy: &CompiledPolicy,
+    ) -> Result<SandboxRules, NetError> {
+        let wanted = SandboxRules {
+            offline: !policy.allow_internet,
+            egress_chain: policy.allow_internet
+                && !(policy.allow.is_empty() && policy.deny.is_empty()),
+        };
+        let mut batch = Batch::new();
+        let chain_name = Self::egress_chain_name(veth);
+        match (current.offline, wanted.offline) {
+            (false, true) => batch.add(self.element(OFFLINE_SET, s(veth))),
+            (true, false) => batch.delete(self.element(OFFLINE_SET, s(veth))),
+            _ => {}
+        }
+        if wanted.egress_chain {
+            if current.egress_chain {
+                batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(&chain_name))));
+            } else {
+                batch.add(NfListObject::Chain(self.chain(&chain_name)));
+            }
+            if !policy.allow.is_empty() {
+                let nets = policy.allow.iter().copied().map(prefix).collect();
+                batch.add(self.rule(
+                    &chain_name,
+                    vec![is(field("ip", "daddr"), anon_set(nets)), accept()],
+                ));
+            }
+            if !policy.deny.is_empty() {
+                let nets = policy.deny.iter().copied().map(prefix).collect();
+                batch.add(self.rule(
+                    &chain_name,
+                    vec![is(field("ip", "daddr"), anon_set(nets)), counter(), drop_()],
+                ));
+            }
+            if !current.egress_chain {
+                batch.add(self.element(EGRESS_MAP, self.egress_mapping(veth, &chain_name)));
+            }
+        } else if current.egress_chain {
+            batch.delete(self.element(EGRESS_MAP, s(veth)));
+            batch.delete(NfListObject::Chain(self.chain(&chain_name)));
+        }
+        let nftables = batch.to_nftables();
+        if !nftables.objects.is_empty() {
+            apply(nftables, &format!("setting the egress policy of {veth}")).await?;
+        }
+        Ok(wanted)
+    }
+
+    fn egress_mapping(&self, veth: &str, chain: &str) -> Expression<'static> {
+        Expression::List(vec![
+            s(veth),
+            Expression::Verdict(Verdict::Jump(JumpTarget {
+                target: Cow::Owned(chain.to_string()),
+            })),
+        ])
+    }
+}
+
+fn to_json_objects(nftables: Nftables<'_>) -> Vec<serde_json::Value> {
+    match serde_json::to_value(nftables) {
+        Ok(serde_json::Value::Object(mut top)) => match top.remove("nftables") {
+            Some(serde_json::Value::Array(objects)) => objects,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+async fn apply(nftables: Nftables<'_>, what: &str) -> Result<(), NetError> {
+    let payload = serde_json::to_string(&nftables)
+        .map_err(|e| NetError::Setup(format!("nftables, {what}: encoding: {e}")))?;
+    apply_raw(&payload, what).await
+}
+
+/// Runs `nft -j -f -` on `payload`. The crate's own runner lets nft's
+/// stderr through to ours, which loses the reason of a failure; this one
+/// keeps it for the error.
+async fn apply_raw(payload: &str, what: &str) -> Result<(), NetError> {
+    use tokio::io::AsyncWriteExt;
+    let fail = |detail: String| NetError::Setup(format!("nftables, {what}: {detail}"));
+    let mut child = tokio::process::Command::new("nft")
+        .args(["-j", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("running nft (Debian package `nftables`): {e}")))?;
+    let mut stdin = child.stdin.take().ok_or_else(|| fail("no stdin".into()))?;
+    stdin
+        .write_all(payload.as_bytes())
+        .await
+        .map_err(|e| fail(format!("writing to nft: {e}")))?;
+    drop(stdin);
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| fail(format!("waiting for nft: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(fail(format!(
+            "{}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn firewall() -> Firewall {
+        Firewall::new(
+            "sandbar_t".into(),
+            "sbt-*".into(),
+            "10.201.0.0/24".parse().unwrap(),
+            5353,
+        )
+    }
+
+    #[test]
+    fn table_json_has_the_shapes_nft_expects() {
+        let fw = firewall();
+        let mut batch = Batch::new();
+        fw.add_sets(&mut batch);
+        fw.add_chains(&mut batch);
+        let json = serde_json::to_string(&batch.to_nftables()).unwrap();
+        let map = fw.egress_map_json().to_string();
+        assert!(map.contains(r#""map":"verdict""#), "{map}");
+        assert!(
+            json.contains(r#"{"vmap":{"key":{"meta":{"key":"iifname"}},"data":"@egress"}}"#),
+            "{json}"
+        );
+        assert!(json.contains(r#"{"redirect":{"port":5353}}"#), "{json}");
+        assert!(
+            json.contains(r#"{"fib":{"result":"type","flags":["daddr"]}}"#),
+            "{json}"
+        );
+        // The sandbox subnet sits inside 10/8, so aggregation folds it in.
+        assert!(
+            json.contains(r#"{"prefix":{"addr":"10.0.0.0","len":8}}"#),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn egress_mapping_is_a_pair_with_a_jump() {
+        let json =
+            serde_json::to_string(&firewall().egress_mapping("sbt-1", "egress_sbt-1")).unwrap();
+        assert_eq!(json, r#"["sbt-1",{"jump":{"target":"egress_sbt-1"}}]"#);
+    }
+}

@@ -1,0 +1,264 @@
+//! The request handler: decides where a request goes, applies the sandbox's
+//! rules (control routes, traffic token), and forwards it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{EXPECT, HOST};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use sandbar_runtime::{Catalog, DialError, Route};
+use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+use crate::body::{boxed, BoxError, ProxyBody};
+use crate::envd_routes::{is_control_path, ENVD_PORT};
+use crate::headers;
+use crate::refusal::Refusal;
+use crate::target::{Hosts, Target};
+use crate::traffic_token::{self, Verdict};
+use crate::upstream::{self, UpstreamClient};
+
+/// The control-plane service `api.{domain}` is handed to (an axum `Router`
+/// fits through [`api_service`]).
+pub type ApiService = BoxCloneSyncService<Request<Incoming>, Response<ProxyBody>, Infallible>;
+
+/// Wraps any infallible HTTP service, such as an axum `Router`, for
+/// [`Proxy::with_api`].
+pub fn api_service<S, B>(service: S) -> ApiService
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    BoxCloneSyncService::new(service.map_response(|r: Response<B>| r.map(boxed)))
+}
+
+/// What the proxy knows of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub tls: bool,
+}
+
+/// The edge proxy. Cheap to clone; all clones share one upstream pool.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hosts: Hosts,
+    catalog: Arc<dyn Catalog>,
+    client: UpstreamClient,
+    api: Option<ApiService>,
+    /// Ends upgraded (WebSocket) tunnels, which outlive their HTTP exchange
+    /// and so are not covered by the server's graceful shutdown.
+    tunnels: CancellationToken,
+}
+
+impl Proxy {
+    /// `domain` is the sandbox domain (`sandbar.localhost`; a `:port` in it
+    /// is ignored); `api`, when given, serves `api.{domain}`.
+    pub fn new(domain: &str, catalog: Arc<dyn Catalog>, api: Option<ApiService>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                hosts: Hosts::new(crate::certs::bare_domain(domain)),
+                client: upstream::client(catalog.clone()),
+                catalog,
+                api,
+                tunnels: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Closes every upgraded connection (at shutdown).
+    pub fn close_tunnels(&self) {
+        self.inner.tunnels.cancel();
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        // HTTP/2 carries the host in `:authority`, HTTP/1.1 in `Host`.
+        let host = req
+            .headers()
+            .get(HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+
+        let target = match self.inner.hosts.resolve(host.as_deref(), req.headers()) {
+            Ok(t) => t,
+            Err(e) => return Refusal::BadTarget(e).response(req.headers(), host.as_deref()),
+        };
+        match target {
+            Target::Api => self.to_api(req, conn, host.as_deref()).await,
+            Target::Sandbox { id, port } => self.to_sandbox(req, conn, host, id, port).await,
+        }
+    }
+
+    async fn to_api(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<&str>,
+    ) -> Response<ProxyBody> {
+        let Some(api) = self.inner.api.clone() else {
+            return Refusal::NoApi.response(req.headers(), host);
+        };
+        headers::add_forwarded(req.headers_mut(), conn.remote.ip(), conn.tls, host);
+        match api.oneshot(req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+
+    async fn to_sandbox(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<String>,
+        id: String,
+        port: u16,
+    ) -> Response<ProxyBody> {
+        let refuse =
+            |r: Refusal, req: &Request<Incoming>| r.response(req.headers(), host.as_deref());
+
+        // Before the lookup, so the answer says nothing about the sandbox.
+        if port == ENVD_PORT && is_control_path(req.uri().path()) {
+            warn!(%id, path = req.uri().path(), "envd control route requested through the proxy");
+            let path = req.uri().path().to_string();
+            return refuse(Refusal::ControlRoute { path }, &req);
+        }
+        let Some(route) = self.inner.catalog.lookup(&id) else {
+            return refuse(Refusal::SandboxNotFound { id }, &req);
+        };
+        // envd checks its own access token.
+        if let (Some(token), false) = (route.traffic_access_token.as_deref(), port == ENVD_PORT) {
+            match traffic_token::check(&mut req, &id, token, conn.tls) {
+                Verdict::Pass => {}
+                Verdict::Redirect(resp) => return resp,
+                Verdict::Refuse(r) => return refuse(r, &req),
+            }
+        }
+        self.forward(req, conn, host, id, port, &route).await
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: ConnInfo,
+        host: Option<String>,
+        id: String,
+        port: u16,
+        route: &Route,
+    ) -> Response<ProxyBody> {
+        let upgrade = req.version() <= Version::HTTP_11 && headers::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let request_headers = req.headers().clone();
+
+        let (mut parts, body) = req.into_parts();
+        let h = &mut parts.headers;
+        headers::strip_hop_by_hop(h, upgrade);
+        // hyper already answered the client's `Expect: 100-continue`.
+        h.remove(EXPECT);
+        headers::join_cookies(h);
+        headers::add_forwarded(h, conn.remote.ip(), conn.tls, host.as_deref());
+        let app_host = match &route.mask_request_host {
+            Some(mask) => Some(mask.replace("${PORT}", &port.to_string())),
+            None => host.clone(),
+        };
+        if let Some(app_host) = &app_host {
+            headers::set_host(h, app_host);
+        }
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = match upstream::upstream_uri(&id, port, path) {
+            Ok(uri) => uri,
+            Err(e) => {
+                let r = Refusal::Upstream {
+                    id,
+                    port,
+                    detail: e.to_string(),
+                };
+                return r.response(&request_headers, host.as_deref());
+            }
+        };
+        // The sandbox's servers speak HTTP/1.1 whatever the client spoke.
+        parts.version = Version::HTTP_11;
+
+        let mut resp = match self
+            .inner
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+        {
+            Ok(resp) => resp,
+            Err(e) => {
+                let refusal = match upstream::dial_error(&e) {
+                    Some(DialError::NotFound) => Refusal::SandboxNotFound { id },
+                    Some(DialError::PortClosed(_)) => Refusal::PortClosed { id, port },
+                    None => {
+                        debug!(%id, port, error = ?e, "upstream request failed");
+                        Refusal::Upstream {
+                            id,
+                            port,
+                            detail: upstream_detail(&e),
+                        }
+                    }
+                };
+                return refusal.response(&request_headers, host.as_deref());
+            }
+        };
+
+        if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+            (client_upgrade, resp.status())
+        {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let tunnels = self.inner.tunnels.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    r = splice(client_upgrade, upstream_upgrade) => {
+                        if let Err(e) = r {
+                            debug!(%id, port, error = %e, "upgraded connection ended");
+                        }
+                    }
+                    () = tunnels.cancelled() => {}
+                }
+            });
+            return resp.map(boxed);
+        }
+        headers::strip_hop_by_hop(resp.headers_mut(), false);
+        resp.map(boxed)
+    }
+}
+
+/// Copies both ways between the client's and the sandbox's upgraded
+/// connections until either side closes.
+async fn splice(client: OnUpgrade, upstream: OnUpgrade) -> Result<(), BoxError> {
+    let (client, upstream) = tokio::try_join!(client, upstream)?;
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    Ok(())
+}
+
+fn upstream_detail(e: &hyper_util::client::legacy::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,309 @@
+//! Per-sandbox cgroups: `sandbar-<instance>/<id>` under each v1 controller
+//! (cpu, cpuacct, memory, pids) or under the v2 unified tree, with the
+//! sandbox's CPU, memory and pids limits, and the readings metrics need.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
+const CPU_PERIOD_US: u64 = 100_000;
+
+#[derive(Debug, thiserror::Error)]
+#[error("cgroup {path}: {source}")]
+pub struct CgroupError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+fn err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
+    move |source| CgroupError { path: path.to_path_buf(), source }
+}
+
+/// Which cgroup layout the host has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// One mount per controller: `(controller, its mount dir)`.
+    V1(Vec<(String, PathBuf)>),
+    /// The unified tree.
+    V2(PathBuf),
+}
+
+/// The limits a sandbox gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub cpus: u32,
+    pub pids_max: u64,
+}
+
+impl Hierarchy {
+    pub fn detect() -> Result<Self, CgroupError> {
+        let root = Path::new(ROOT);
+        let fs = nix::sys::statfs::statfs(root).map_err(|e| err(root)(e.into()))?;
+        if fs.filesystem_type().0 as i64 == CGROUP2_SUPER_MAGIC {
+            return Ok(Self::V2(root.to_path_buf()));
+        }
+        let mut mounts: Vec<(String, PathBuf)> = Vec::new();
+        for ctrl in V1_CONTROLLERS {
+            let dir = root.join(ctrl);
+            // Co-mounted controllers (cpu,cpuacct) share one directory: use it once.
+            let real = std::fs::canonicalize(&dir).map_err(err(&dir))?;
+            if !mounts.iter().any(|(_, d)| *d == real) {
+                mounts.push((ctrl.to_string(), real));
+            }
+        }
+        Ok(Self::V1(mounts))
+    }
+
+    /// `sandbar-<instance>` in each controller.
+    fn instance_dirs(&self, instance: &str) -> Vec<PathBuf> {
+        let name = format!("sandbar-{instance}");
+        match self {
+            Self::V1(m) => m.iter().map(|(_, d)| d.join(&name)).collect(),
+            Self::V2(root) => vec![root.join(name)],
+        }
+    }
+
+    /// Makes the sandbox's cgroup and sets its limits.
+    pub fn create(&self, instance: &str, id: &str, limits: Limits) -> Result<Cgroup, CgroupError> {
+        let cg = Cgroup { dirs: self.instance_dirs(instance).into_iter().map(|d| d.join(id)).collect(), v2: matches!(self, Self::V2(_)) };
+        if let Self::V2(root) = self {
+            let parent = root.join(format!("sandbar-{instance}"));
+            mkdir(&parent)?;
+            // Controllers must be delegated down to where the sandbox lives.
+            for dir in [root.as_path(), parent.as_path()] {
+                let f = dir.join("cgroup.subtree_control");
+                write(&f, "+cpu +memory +pids")?;
+            }
+        }
+        for dir in &cg.dirs {
+            if let Some(parent) = dir.parent() {
+                mkdir(parent)?;
+            }
+            match std::fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(err(dir)(e)),
+            }
+        }
+        if let Err(e) = cg.set_limits(limits) {
+            let _ = cg.remove();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    /// Kills and removes every sandbox cgroup of `instance`; returns how many.
+    pub fn remove_instance(&self, instance: &str) -> usize {
+        let mut removed = 0;
+        let v2 = matches!(self, Self::V2(_));
+        for parent in self.instance_dirs(instance) {
+            let Ok(entries) = std::fs::read_dir(&parent) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    let cg = Cgroup { dirs: vec![entry.path()], v2 };
+                    cg.kill_all(Duration::from_secs(5));
+                    match cg.remove() {
+                        Ok(()) => removed += 1,
+                        Err(e) => tracing::warn!(error = %e, "leftover cgroup could not be removed"),
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&parent);
+        }
+        removed
+    }
+
+    /// Removes the instance's parent cgroups if they are empty.
+    pub fn remove_instance_parents(&self, instance: &str) {
+        for parent in self.instance_dirs(instance) {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+fn mkdir(dir: &Path) -> Result<(), CgroupError> {
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(dir)(e)),
+    }
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(err(path))
+}
+
+fn read(path: &Path) -> Result<String, CgroupError> {
+    std::fs::read_to_string(path).map_err(err(path))
+}
+
+fn read_u64(path: &Path) -> Result<u64, CgroupError> {
+    let s = read(path)?;
+    let s = s.trim();
+    if s == "max" {
+        return Ok(u64::MAX);
+    }
+    s.parse().map_err(|_| err(path)(io::Error::new(io::ErrorKind::InvalidData, format!("not a number: {s}"))))
+}
+
+/// `key value` lines of a stat file.
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Raw readings of one sandbox's cgroup.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_ns: u64,
+    pub mem_used: u64,
+    pub mem_limit: u64,
+    pub mem_cache: u64,
+}
+
+/// One sandbox's cgroup (a directory per v1 controller, or one on v2).
+#[derive(Debug, Clone)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+    v2: bool,
+}
+
+impl Cgroup {
+    fn dir_with(&self, file: &str) -> Option<PathBuf> {
+        self.dirs.iter().map(|d| d.join(file)).find(|p| p.exists())
+    }
+
+    fn set_limits(&self, l: Limits) -> Result<(), CgroupError> {
+        if self.v2 {
+            let d = &self.dirs[0];
+            write(&d.join("memory.max"), &l.memory_bytes.to_string())?;
+            if d.join("memory.swap.max").exists() {
+                write(&d.join("memory.swap.max"), "0")?;
+            }
+            write(&d.join("pids.max"), &l.pids_max.to_string())?;
+            write(&d.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", u64::from(l.cpus.max(1)) * CPU_PERIOD_US))?;
+            return Ok(());
+        }
+        let need = |f: &str| self.dir_with(f).ok_or_else(|| err(&self.dirs[0])(io::Error::new(io::ErrorKind::NotFound, format!("no controller file {f}"))));
+        write(&need("memory.limit_in_bytes")?, &l.memory_bytes.to_string())?;
+        // Swap off: memory+swap may not exceed memory (only when swap accounting exists).
+        if let Some(memsw) = self.dir_with("memory.memsw.limit_in_bytes") {
+            write(&memsw, &l.memory_bytes.to_string())?;
+        }
+        if let Some(swappiness) = self.dir_with("memory.swappiness") {
+            let _ = write(&swappiness, "0");
+        }
+        write(&need("pids.max")?, &l.pids_max.to_string())?;
+        write(&need("cpu.cfs_period_us")?, &CPU_PERIOD_US.to_string())?;
+        write(&need("cpu.cfs_quota_us")?, &(u64::from(l.cpus.max(1)) * CPU_PERIOD_US).to_string())?;
+        Ok(())
+    }
+
+    /// The `cgroup.procs` files a process writes itself into to join.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self
+            .procs_files()
+            .iter()
+            .filter_map(|f| std::fs::read_to_string(f).ok())
+            .flat_map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect::<Vec<_>>())
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// SIGKILLs every process in the cgroup until it is empty (or `timeout`).
+    /// Returns whether it is empty.
+    pub fn kill_all(&self, timeout: Duration) -> bool {
+        if self.v2 {
+            let kill = self.dirs[0].join("cgroup.kill");
+            if kill.exists() {
+                let _ = std::fs::write(&kill, "1");
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(cgroup = %self.dirs[0].display(), left = pids.len(), "processes survive SIGKILL");
+                return false;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Removes the cgroup directories (they must be empty of processes).
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        let mut result = Ok(());
+        for dir in &self.dirs {
+            // Freshly exited tasks can keep a cgroup busy for a moment.
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                        tries += 1;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err(e) => {
+                        result = Err(err(dir)(e));
+                        break;
+                    }
+                }
+            }
+        }
+        result
+    }
+
+    pub fn usage(&self) -> Result<Usage, CgroupError> {
+        let find = |f: &str| self.dir_with(f).ok_or_else(|| err(&self.dirs[0])(io::Error::new(io::ErrorKind::NotFound, format!("no controller file {f}"))));
+        if self.v2 {
+            let d = &self.dirs[0];
+            let cpu = read(&d.join("cpu.stat"))?;
+            let stat = read(&d.join("memory.stat"))?;
+            let current = read_u64(&d.join("memory.current"))?;
+            let inactive = stat_value(&stat, "inactive_file").unwrap_or(0);
+            return Ok(Usage {
+                cpu_ns: stat_value(&cpu, "usage_usec").unwrap_or(0) * 1000,
+                mem_used: current.saturating_sub(inactive),
+                mem_limit: read_u64(&d.join("memory.max"))?,
+                mem_cache: stat_value(&stat, "file").unwrap_or(0),
+            });
+        }
+        let stat = read(&find("memory.stat")?)?;
+        let usage = read_u64(&find("memory.usage_in_bytes")?)?;
+        let inactive = stat_value(&stat, "total_inactive_file").unwrap_or(0);
+        Ok(Usage {
+            cpu_ns: read_u64(&find("cpuacct.usage")?)?,
+            // Like `docker stats`: the working set, without reclaimable page cache.
+            mem_used: usage.saturating_sub(inactive),
+            mem_limit: read_u64(&find("memory.limit_in_bytes")?)?,
+            mem_cache: stat_value(&stat, "total_cache").unwrap_or(0),
+        })
+    }
+
+    /// Whether the OOM killer acted in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let file = if self.v2 { "memory.events" } else { "memory.oom_control" };
+        self.dir_with(file).and_then(|f| std::fs::read_to_string(f).ok()).and_then(|s| stat_value(&s, "oom_kill")).unwrap_or(0)
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+}

@@ -1,0 +1,80 @@
+//! Sandboxes on the node network (`sandbar-net`): internet through NAT, DNS
+//! through the sandbox's gateway, ports reached through the namespace, and
+//! no network objects left after create/kill cycles.
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+use sandbar_runtime::Catalog;
+
+fn links() -> usize {
+    std::fs::read_dir("/sys/class/net").unwrap().count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_reach_the_internet_through_the_node_network() {
+    let t = runtime_on_network().await;
+    let rt = &t.rt;
+    let info = rt.create(spec("net1")).await.expect("create");
+    assert_ne!(info.addr, std::net::Ipv4Addr::LOCALHOST);
+
+    let out = exec(rt, "net1", "user", "cat /etc/resolv.conf; ip -4 -o addr show eth0 | awk '{print $4}'", 10_000).await;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    assert!(out.stdout.starts_with("nameserver "), "{out:?}");
+    assert!(out.stdout.contains(&info.addr.to_string()), "eth0 has the sandbox address: {out:?}");
+
+    // Where this host's egress intercepts TLS with CAs of its own, trust them
+    // inside too (the sandbox only has Debian's bundle).
+    let mut extra = String::new();
+    for e in std::fs::read_dir("/usr/local/share/ca-certificates").into_iter().flatten().flatten() {
+        extra.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+    }
+    if !extra.is_empty() {
+        let out = exec(rt, "net1", "root", &format!("cat >> /etc/ssl/certs/ca-certificates.crt <<'EOF'\n{extra}\nEOF"), 10_000).await;
+        assert_eq!(out.exit_code, 0, "{out:?}");
+    }
+
+    let out = exec(rt, "net1", "user", "curl -sS -o /dev/null -w '%{http_code}' https://pypi.org/simple/six/", 30_000).await;
+    assert_eq!(out.stdout, "200", "{out:?}");
+    let out = exec(rt, "net1", "user", "pip install --quiet --no-cache-dir six 2>&1 | tail -2; python -c 'import six; print(six.__name__)'", 90_000).await;
+    assert!(out.stdout.ends_with("six\n"), "pip install works inside: {out:?}");
+
+    // Root inside may bind low ports in its own namespace.
+    let out = exec(rt, "net1", "root", "nohup python3 -m http.server 80 --bind 127.0.0.1 >/dev/null 2>&1 & sleep 0.7; echo started", 10_000).await;
+    assert_eq!(out.stdout, "started\n");
+    let mut s = rt.dial("net1", 80).await.expect("dial port 80 on loopback inside");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.unwrap();
+    assert!(body.starts_with("HTTP/1.0 200"), "{body}");
+    rt.shutdown().await;
+    t.net.as_ref().unwrap().shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_create_kill_cycles_leave_no_links_or_mounts() {
+    let t = runtime_on_network().await;
+    let rt = &t.rt;
+    // The pool is filled in the background: let it settle before counting.
+    rt.create(spec("warm")).await.unwrap();
+    rt.kill("warm").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (links_before, mounts_before) = (links(), mount_count());
+    let cycles = 50;
+    let started = Instant::now();
+    for i in 0..cycles {
+        let id = format!("ncyc{i}");
+        rt.create(spec(&id)).await.unwrap();
+        assert!(rt.kill(&id).await.unwrap());
+    }
+    eprintln!("{cycles} create/kill cycles on the node network, {:?} each", started.elapsed() / cycles);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(links(), links_before, "veths back to where they were");
+    assert_eq!(mount_count(), mounts_before, "mounts back to where they were");
+    assert!(cgroup_children(&t.instance).is_empty());
+    rt.shutdown().await;
+    t.net.as_ref().unwrap().shutdown().await.unwrap();
+}

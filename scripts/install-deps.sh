@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the system packages sandbar needs to build, run and be tested, on
+# Debian or Ubuntu, as root. Idempotent: quick when everything is present.
+set -euo pipefail
+
+runtime_pkgs=(nftables mmdebstrap libnss-myhostname iproute2 ca-certificates curl)
+build_pkgs=(protobuf-compiler pkg-config gcc)
+test_pkgs=(sqlite3 wrk nginx-light chromium)
+
+want=("${runtime_pkgs[@]}" "${build_pkgs[@]}")
+if [[ "${1:-}" == "--with-test-tools" ]]; then
+  want+=("${test_pkgs[@]}")
+  # The SDK suites need Node.js and Python; use what the machine has, else Debian's.
+  command -v node >/dev/null || want+=(nodejs npm)
+  python3 -c "import venv, ensurepip" 2>/dev/null || want+=(python3 python3-pip python3-venv)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "==> installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# glibc resolves *.localhost to loopback through nss-myhostname, which is how
+# the default domain (sandbar.localhost) reaches the local edge proxy.
+if ! grep -Eq '^hosts:.*\bmyhostname\b' /etc/nsswitch.conf; then
+  sed -i -E 's/^(hosts:\s+files)/\1 myhostname/' /etc/nsswitch.conf
+fi

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian/Ubuntu machine (with Rust) to a running
+# sandbar: installs system packages, builds and installs the binaries, builds
+# the default template, and starts `sandbar serve`. Run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $EUID -eq 0 ]] || { echo "setup.sh must run as root (it installs packages and manages namespaces)" >&2; exit 1; }
+
+scripts/install-deps.sh
+
+echo "==> building sandbar and envd (release)"
+cargo build --release --locked -p sandbar -p envd
+target_dir="${CARGO_TARGET_DIR:-target}"
+install -m 0755 "$target_dir/release/sandbar" "$target_dir/release/envd" /usr/local/bin/
+
+echo "==> building the default templates (cached after the first time)"
+sandbar template build base
+sandbar template build code-interpreter-v1
+
+if pgrep -x sandbar >/dev/null; then
+  echo "==> restarting the running sandbar"
+  pkill -TERM -x sandbar || true
+  for _ in $(seq 50); do pgrep -x sandbar >/dev/null || break; sleep 0.2; done
+fi
+
+echo "==> starting sandbar serve"
+if [[ -d /run/systemd/system ]]; then
+  cat > /etc/systemd/system/sandbar.service <<'UNIT'
+[Unit]
+Description=sandbar sandbox cloud
+After=network-online.target
+
+[Service]
+ExecStart=/usr/local/bin/sandbar serve
+KillMode=mixed
+Restart=on-failure
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  systemctl enable --now sandbar.service
+else
+  mkdir -p /var/log/sandbar
+  nohup /usr/local/bin/sandbar serve >>/var/log/sandbar/serve.log 2>&1 &
+fi
+
+for _ in $(seq 100); do
+  sandbar env >/dev/null 2>&1 && curl -fsS -o /dev/null "$(sandbar env --get E2B_API_URL)/health" 2>/dev/null && break
+  sleep 0.2
+done
+echo
+echo "sandbar is running. Point the E2B SDKs at it with:"
+echo '  eval "$(sandbar env)"'

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole test suite, as root on a Debian/Ubuntu machine: formatting and
+# lints, unit and integration tests (real namespaces, nftables, cgroups), then
+# the end-to-end suites that drive sandbar with the official E2B SDKs, and a
+# final check that nothing was left on the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $EUID -eq 0 ]] || { echo "test.sh must run as root (tests make namespaces, cgroups and nftables rules)" >&2; exit 1; }
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/cache/sandbar-target}"
+export CARGO_TERM_COLOR=never
+bin="$CARGO_TARGET_DIR/debug"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+scripts/install-deps.sh --with-test-tools
+
+before=$(scripts/host-state.sh)
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --locked
+
+step "templates (built once, then cached)"
+"$bin/sandbar" template build base
+"$bin/sandbar" template build code-interpreter-v1
+
+step "unit and integration tests"
+cargo test --workspace --locked
+
+step "end-to-end: envd with the official SDKs"
+E2E_ENVD_BIN="$bin/envd" tests/e2e/run-envd.sh
+
+step "end-to-end: the platform with the official SDKs"
+E2E_SANDBAR_BIN="$bin/sandbar" tests/e2e/run-platform.sh
+
+step "nothing left on the host"
+after=$(scripts/host-state.sh)
+if [[ "$before" != "$after" ]]; then
+  echo "host state changed during the tests (leak):"
+  diff <(echo "$before") <(echo "$after") || true
+  exit 1
+fi
+echo "host state unchanged"

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Starts a private `sandbar serve` (unique data dir, instance, subnet and
+# ports), points the official SDKs at it with `sandbar env`, runs the platform
+# suites (tests/e2e/platform: the seed program and its Python twin, lifecycle,
+# list, public URLs, private sandboxes, egress, timeouts), stops the server
+# and checks that nothing of that instance is left on the host.
+#
+#   tests/e2e/run-platform.sh
+#   E2E_SANDBAR_BIN=/path/to/sandbar   use that binary instead of building
+#   E2E_ENVD_BIN=/path/to/envd         the envd put into sandboxes
+#   E2E_TEMPLATES_DIR=/dir             built templates (default /var/lib/sandbar/templates;
+#                                      base and code-interpreter-v1 are built there if missing)
+#   E2E_SUITES="js python"             which platform suites
+#   E2E_WITH_SDK_SUITES=1              also run the envd suites (js/, python/) against this server
+#   E2E_PYTEST_ARGS="-k private"       extra pytest arguments
+#   E2E_JS_FILES="platform/x.test.mjs" narrow the JS suite
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+# shellcheck source=lib/common.sh
+source "$here/lib/common.sh"
+
+[[ $(id -u) -eq 0 ]] || die "must run as root: sandbar makes namespaces, cgroups and nftables tables"
+ensure_sdks
+
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+if [[ -z "${E2E_SANDBAR_BIN:-}" || -z "${E2E_ENVD_BIN:-}" ]]; then
+  log "building sandbar and envd"
+  (cd "$repo" && cargo build -p sandbar -p envd)
+fi
+sandbar="${E2E_SANDBAR_BIN:-$target_dir/debug/sandbar}"
+envd="${E2E_ENVD_BIN:-$target_dir/debug/envd}"
+[[ -x "$sandbar" ]] || die "sandbar binary not found: $sandbar"
+[[ -x "$envd" ]] || die "envd binary not found: $envd"
+templates="${E2E_TEMPLATES_DIR:-/var/lib/sandbar/templates}"
+
+for t in base code-interpreter-v1; do
+  "$sandbar" --templates-dir "$templates" template build "$t"
+done
+
+# --- a unique server ----------------------------------------------------------
+rand() { od -An -N"$1" -tu"$1" /dev/urandom | tr -d ' '; }
+instance="e$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n' | cut -c1-5)"
+subnet="10.$((100 + $(rand 1) % 100)).$(( ($(rand 1) % 64) * 4 )).0/22"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+api_port="$(free_port)"; https_port="$(free_port)"; http_port="$(free_port)"
+work="$(mktemp -d -t sandbar-platform.XXXXXX)"
+data="$work/data"
+server_log="$work/serve.log"
+server_pid=""
+
+leaks() {
+  local found=0
+  if ip -o link show | grep -q "sb${instance}-"; then
+    echo "LEAK: veths of instance $instance:"; ip -o link show | grep "sb${instance}-"; found=1
+  fi
+  if nft list table inet "sandbar_${instance}" >/dev/null 2>&1; then
+    echo "LEAK: nftables table inet sandbar_${instance}"; found=1
+  fi
+  if [[ -e "/run/sandbar/$instance" ]]; then
+    echo "LEAK: /run/sandbar/$instance:"; find "/run/sandbar/$instance" | head; found=1
+  fi
+  if grep -q -e "$data" -e "/run/sandbar/$instance/" /proc/mounts; then
+    echo "LEAK: mounts:"; grep -e "$data" -e "/run/sandbar/$instance/" /proc/mounts; found=1
+  fi
+  local cg
+  cg="$(find /sys/fs/cgroup -maxdepth 3 -name "sandbar-${instance}" 2>/dev/null || true)"
+  if [[ -n "$cg" ]]; then
+    echo "LEAK: cgroups:"; echo "$cg"; found=1
+  fi
+  local procs
+  procs="$(ps -eo pid=,args= | grep -F -e "$data" | grep -v -e grep -e "$$" || true)"
+  if [[ -n "$procs" ]]; then
+    echo "LEAK: processes:"; echo "$procs"; found=1
+  fi
+  return "$found"
+}
+
+stop_server() {
+  local status=$?
+  if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+    log "stopping sandbar (SIGTERM)"
+    kill -TERM "$server_pid"
+    for _ in $(seq 200); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$server_pid" 2>/dev/null; then
+      echo "sandbar did not stop within 20 s of SIGTERM; killing it" >&2
+      kill -KILL "$server_pid" || true
+      status=1
+    fi
+    wait "$server_pid" 2>/dev/null || { echo "sandbar exited with an error" >&2; status=1; }
+  fi
+  if [[ -n "$server_pid" ]]; then
+    log "checking for leftovers of instance $instance"
+    if leaks; then echo "nothing left behind"; else status=1; fi
+  fi
+  if [[ $status -ne 0 && -s "$server_log" ]]; then
+    mkdir -p "$here/.deps" && cp "$server_log" "$here/.deps/platform-serve.log"
+    echo "--- last lines of the server log (kept in tests/e2e/.deps/platform-serve.log)" >&2
+    tail -n 40 "$server_log" >&2
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+log "starting sandbar: instance $instance, subnet $subnet, API :$api_port, HTTPS :$https_port"
+"$sandbar" --data-dir "$data" --templates-dir "$templates" serve \
+  --instance "$instance" --subnet "$subnet" \
+  --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port" \
+  --envd "$envd" >"$server_log" 2>&1 &
+server_pid=$!
+for _ in $(seq 300); do
+  kill -0 "$server_pid" 2>/dev/null || die "sandbar exited at start: $(tail -n 20 "$server_log")"
+  [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$api_port/health" || true)" == 200 ]] && break
+  sleep 0.1
+done
+
+"$sandbar" --data-dir "$data" env >"$work/env.sh"
+# shellcheck disable=SC1091
+source "$work/env.sh"
+export E2E_SANDBAR_ENV="$work/env.sh" E2E_TARGET=sandbar
+unset E2B_DEBUG E2B_SANDBOX_URL E2B_ACCESS_TOKEN E2E_ENVD_ACCESS_TOKEN
+
+status=0
+suites="${E2E_SUITES:-js python}"
+cd "$here"
+if [[ " $suites " == *" js "* ]]; then
+  log "platform suite, JS"
+  # shellcheck disable=SC2086 # a list of paths
+  node --test --test-concurrency=1 --test-reporter=spec ${E2E_JS_FILES:-platform/} || status=1
+fi
+if [[ " $suites " == *" python "* ]]; then
+  log "platform suite, Python"
+  py_args=()
+  mapfile -t py_args < <(python3 -c 'import shlex, sys; sys.stdout.writelines(a + "\n" for a in shlex.split(sys.argv[1]))' "${E2E_PYTEST_ARGS:-}")
+  .venv/bin/python -m pytest platform/ "${py_args[@]}" || status=1
+fi
+if [[ "${E2E_WITH_SDK_SUITES:-0}" == 1 ]]; then
+  log "the envd suites against this server"
+  E2E_PYTEST_ARGS="" run_suites "$work" || status=1
+fi
+exit "$status"
