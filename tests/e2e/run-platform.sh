@@ -10,7 +10,7 @@
 #   E2E_ENVD_BIN=/path/to/envd         the envd put into sandboxes
 #   E2E_TEMPLATES_DIR=/dir             built templates (default /var/lib/sandbar/templates;
 #                                      base and code-interpreter-v1 are built there if missing)
-#   E2E_SUITES="js python"             which platform suites
+#   E2E_SUITES="js python cli"         which platform suites
 #   E2E_WITH_SDK_SUITES=1              also run the envd suites (js/, python/) against this server
 #   E2E_PYTEST_ARGS="-k private"       extra pytest arguments
 #   E2E_JS_FILES="platform/x.test.mjs" narrow the JS suite
@@ -124,7 +124,7 @@ export E2E_SANDBAR_ENV="$work/env.sh" E2E_TARGET=sandbar
 unset E2B_DEBUG E2B_SANDBOX_URL E2B_ACCESS_TOKEN E2E_ENVD_ACCESS_TOKEN
 
 status=0
-suites="${E2E_SUITES:-js python}"
+suites="${E2E_SUITES:-js python cli}"
 cd "$here"
 if [[ " $suites " == *" js "* ]]; then
   log "platform suite, JS"
@@ -136,6 +136,30 @@ if [[ " $suites " == *" python "* ]]; then
   py_args=()
   mapfile -t py_args < <(python3 -c 'import shlex, sys; sys.stdout.writelines(a + "\n" for a in shlex.split(sys.argv[1]))' "${E2E_PYTEST_ARGS:-}")
   .venv/bin/python -m pytest platform/ "${py_args[@]}" || status=1
+fi
+if [[ " $suites " == *" cli "* ]]; then
+  log "platform suite, CLI"
+  cli_check() { # description, command...
+    local what="$1"; shift
+    if "$@"; then echo "ok - $what"; else echo "not ok - $what"; status=1; fi
+  }
+  sb=("$sandbar" --data-dir "$data")
+  id="$("${sb[@]}" sandbox create -m cli=yes -e GREETING=hi)" || id=""
+  cli_check "sandbox create prints an id" grep -Eq '^[a-z0-9]{20}$' <<<"$id"
+  cli_check "sandbox ls shows it" grep -q "$id .*cli=yes" <<<"$("${sb[@]}" sandbox ls)"
+  cli_check "sandbox exec runs with the sandbox's env" \
+    test "$("${sb[@]}" sandbox exec "$id" 'echo "$GREETING $(whoami)"')" == "hi user"
+  "${sb[@]}" sandbox exec "$id" 'exit 7' && code=0 || code=$?
+  cli_check "sandbox exec exits with the command's status" test "$code" == 7
+  cli_check "sandbox kill" "${sb[@]}" sandbox kill "$id"
+  cli_check "a killed sandbox is gone" bash -c "! \"\$@\" sandbox kill $id 2>/dev/null" _ "${sb[@]}"
+  key="$("${sb[@]}" keys create --name e2e 2>/dev/null)"
+  cli_check "keys create prints a key" grep -Eq '^e2b_[0-9a-f]{40}$' <<<"$key"
+  code="$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-KEY: $key" "$E2B_API_URL/v2/sandboxes")"
+  cli_check "the new key works" test "$code" == 200
+  cli_check "keys revoke" "${sb[@]}" keys revoke "${key:0:10}"
+  code="$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-KEY: $key" "$E2B_API_URL/v2/sandboxes")"
+  cli_check "a revoked key gets 401" test "$code" == 401
 fi
 if [[ "${E2E_WITH_SDK_SUITES:-0}" == 1 ]]; then
   log "the envd suites against this server"

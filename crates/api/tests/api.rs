@@ -326,6 +326,20 @@ async fn every_error_is_json() {
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
     let r = h.call("GET", "/templates/x/builds/y/status", None).await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    for (method, path) in [
+        ("POST", "/sandboxes/abc/fork"),
+        ("POST", "/sandboxes/abc/snapshots"),
+        ("GET", "/snapshots"),
+        ("GET", "/volumes"),
+        ("PUT", "/volumecontent/v/file"),
+        ("GET", "/secrets"),
+    ] {
+        assert_eq!(
+            h.call(method, path, None).await.status,
+            StatusCode::NOT_IMPLEMENTED,
+            "{method} {path}"
+        );
+    }
     let r = h
         .call(
             "POST",

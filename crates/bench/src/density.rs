@@ -98,9 +98,24 @@ pub async fn rows(api: &Api, instance: &str, target_count: usize) -> Vec<Row> {
     match after {
         Ok(after) if count > 0 => {
             let per = (after.used() as f64 - before.used() as f64) / count as f64 / MIB;
+            let mut row = Row::new(
+                host_what,
+                Measure::Value {
+                    unit: "MiB".into(),
+                    value: per,
+                },
+            );
+            // Other processes on the host move this figure too; a negative
+            // one says only that they freed more than the sandboxes took.
+            row = if per > 0.0 {
+                row.target(Target::AtMost(5.0))
+            } else {
+                row.note(
+                    "not meaningful: other processes freed memory meanwhile (run on a quiet host)",
+                )
+            };
             rows.push(
-                Row::new(host_what, Measure::Value { unit: "MiB".into(), value: per })
-                    .target(Target::AtMost(5.0))
+                row
                     .note(format!(
                         "(MemTotal − MemAvailable) after {count} idle sandboxes minus before, ÷ {count}: kernel objects \
                          (namespaces, veths, mounts) and sandbar's own bookkeeping included"

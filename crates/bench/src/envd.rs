@@ -139,6 +139,78 @@ pub async fn start(
     Ok(Background { pid, drain })
 }
 
+/// `commands.run('true')` without the SDK: `Start` of `bash -l -c true` on
+/// one keep-alive HTTP/1.1 connection through the proxy (TLS), read to the
+/// end of its stream; each round trip timed, after a few untimed ones.
+pub async fn exec_round_trips(
+    client: &Client,
+    proxy_tls: SocketAddr,
+    sandbox: &SandboxAddr,
+    n: usize,
+) -> Result<Vec<f64>> {
+    const WARMUP: usize = 3;
+    let ep = sandbox.endpoint(proxy_tls, ENVD_PORT, true);
+    let mut conn = client
+        .connect(&ep)
+        .await
+        .context("connecting to envd through the proxy")?;
+    let msg = serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", "true"]}});
+    let body = envelope(0, msg.to_string().as_bytes());
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + WARMUP {
+        let mut req = request(&ep, http::Method::POST, "/process.Process/Start")
+            .header(http::header::CONTENT_TYPE, "application/connect+json")
+            .header("Connect-Protocol-Version", "1");
+        if let Some(token) = &sandbox.envd_token {
+            req = req.header("X-Access-Token", token);
+        }
+        let req = req.body(Full::new(body.clone()))?;
+        let start = std::time::Instant::now();
+        conn.ready().await.context("connection to envd closed")?;
+        let resp = conn
+            .send_request(req)
+            .await
+            .context("process.Process/Start")?;
+        let status = resp.status();
+        let wire = resp
+            .into_body()
+            .collect()
+            .await
+            .context("reading the Start stream")?
+            .to_bytes();
+        let took = start.elapsed();
+        if status != http::StatusCode::OK {
+            bail!(
+                "process.Process/Start answered {status}: {}",
+                String::from_utf8_lossy(&wire)
+            );
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut exit_code = None;
+        while let Some((flags, payload)) = next_envelope(&mut buf)? {
+            let v: serde_json::Value =
+                serde_json::from_slice(&payload).context("parsing a Start event")?;
+            if flags & END_STREAM != 0 {
+                if let Some(err) = v.get("error") {
+                    bail!("the Start stream ended with an error: {err}");
+                }
+            } else if let Some(end) = v.pointer("/event/end") {
+                // proto3 JSON omits a zero exit code.
+                exit_code = Some(end.get("exitCode").and_then(|c| c.as_i64()).unwrap_or(0));
+            }
+        }
+        match exit_code {
+            Some(0) => {}
+            Some(code) => bail!("`true` exited with {code}"),
+            None => bail!("the Start stream had no end event"),
+        }
+        if i >= WARMUP {
+            samples.push(took.as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(samples)
+}
+
 fn envelope(flags: u8, payload: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(5 + payload.len());
     out.push(flags);

@@ -9,6 +9,9 @@ pub struct Machine {
     pub memory_gib: f64,
     pub kernel: String,
     pub os: String,
+    /// 1-minute load average when the run started: other work on the host
+    /// moves every figure.
+    pub load_at_start: f64,
 }
 
 impl Machine {
@@ -40,12 +43,17 @@ impl Machine {
                 })
             })
             .unwrap_or_else(|| "unknown OS".into());
+        let load_at_start = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0.0);
         Self {
             cpu_model,
             cores,
             memory_gib,
             kernel,
             os,
+            load_at_start,
         }
     }
 }

@@ -38,6 +38,7 @@ use crate::server::{Sandbar, ServeOptions};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Section {
     Create,
+    Exec,
     Sdk,
     Proxy,
     Websocket,
@@ -188,6 +189,7 @@ async fn run(args: Args) -> Result<bool> {
         .tempdir()
         .context("making the scratch dir")?;
     let instance = format!("bn{:04x}", rand::random::<u16>());
+    tracing::info!(scratch = %scratch.path().display(), %instance, "scratch dir and instance");
     let opts = ServeOptions {
         bin: args
             .sandbar_bin
@@ -248,6 +250,34 @@ async fn run(args: Args) -> Result<bool> {
     Ok(ok)
 }
 
+/// The SDK's exec path without the SDK: what sandbar (proxy and envd) adds.
+async fn exec_row(api: &Api, sandbar: &Sandbar, n: usize) -> Row {
+    const WHAT: &str = "Start 'true' round trip (raw Connect over HTTP/1.1, TLS proxy)";
+    let run = async {
+        let (created, _) = api.create().await?;
+        let sandbox = envd::SandboxAddr {
+            id: created.id.clone(),
+            envd_token: created.envd_token,
+            domain: sandbar.env.require("E2B_DOMAIN")?.to_string(),
+        };
+        let samples = envd::exec_round_trips(&api.client, sandbar.https, &sandbox, n).await;
+        api.kill(&created.id).await?;
+        samples
+    };
+    match run.await.and_then(|s| stats::Summary::of(&s).context("no samples")) {
+        Ok(summary) => Row::new(
+            WHAT,
+            report::Measure::Distribution {
+                unit: report::Unit::Ms,
+                summary,
+            },
+        )
+        .note("bash -l -c true as the SDK runs it, one keep-alive connection; no target of its own: it bounds what the SDK row can reach")
+        .judged(),
+        Err(e) => Row::error(WHAT, &e),
+    }
+}
+
 async fn interrupted() -> anyhow::Error {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
@@ -282,6 +312,10 @@ async fn measure(
     if wants(Section::Create) {
         tracing::info!("create-to-ready");
         rows.extend(create::rows(&api, &counts.create_plan).await);
+    }
+    if wants(Section::Exec) {
+        tracing::info!("raw Connect Start round trip");
+        rows.push(exec_row(&api, sandbar, counts.sdk_exec).await);
     }
     if wants(Section::Sdk) {
         tracing::info!("official Python SDK");

@@ -213,8 +213,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Machine: {} ({} cores), {:.1} GiB memory, Linux {}, {}; {}.\n",
-            m.cpu_model, m.cores, m.memory_gib, m.kernel, m.os, self.sandbar_version
+            "Machine: {} ({} cores), {:.1} GiB memory, Linux {}, {}; load average {:.2} at start; {}.\n",
+            m.cpu_model, m.cores, m.memory_gib, m.kernel, m.os, m.load_at_start, self.sandbar_version
         );
         out.push_str("| what | n | median | p95 | p99 | max | req/s | vs nginx | vs direct | target | result |\n");
         out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");

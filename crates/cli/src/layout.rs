@@ -65,6 +65,9 @@ impl DataDir {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServeState {
     pub api_url: String,
+    /// The edge proxy's plain-HTTP listener, for local tools.
+    #[serde(default)]
+    pub proxy_http: Option<String>,
     /// The sandbox domain clients use, with `:port` when not 443.
     pub domain: String,
     /// CA certificate to trust; `None` with an operator's certificate.

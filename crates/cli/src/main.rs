@@ -3,6 +3,7 @@
 //! environment that points the E2B SDKs at it.
 
 mod env_cmd;
+mod exec_cmd;
 mod keys_cmd;
 mod layout;
 mod sandbox_cmd;
@@ -95,7 +96,7 @@ enum SandboxCommand {
     },
     #[command(alias = "list")]
     Ls,
-    /// Run a command in a sandbox (not built yet).
+    /// Run a command (with bash) in a sandbox; exits with its status.
     Exec {
         id: String,
         #[arg(trailing_var_arg = true)]
@@ -196,7 +197,18 @@ fn run(cli: Cli) -> Result<()> {
                         .await
                 }
                 SandboxCommand::Ls => sandbox_cmd::list(&api_client(&data)?).await,
-                SandboxCommand::Exec { .. } => sandbox_cmd::exec(),
+                SandboxCommand::Exec { id, command } => {
+                    let proxy = data
+                        .read_serve_state()?
+                        .proxy_http
+                        .context("this server does not announce its HTTP listener; restart it")?;
+                    let code =
+                        sandbox_cmd::exec(&api_client(&data)?, &proxy, &id, &command).await?;
+                    if code != 0 {
+                        std::process::exit(code);
+                    }
+                    Ok(())
+                }
                 SandboxCommand::Kill { id } => sandbox_cmd::kill(&api_client(&data)?, &id).await,
             },
             Command::Template { command } => match command {

@@ -125,11 +125,20 @@ pub async fn kill(api: &ApiClient, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub fn exec() -> Result<()> {
-    bail!(
-        "`sandbar sandbox exec` is not built yet: run commands through an E2B SDK \
-         (sandbox.commands.run) with the variables of `sandbar env`"
+/// Looks the sandbox up (for its envd token), then runs the command.
+pub async fn exec(api: &ApiClient, proxy_http: &str, id: &str, command: &[String]) -> Result<i32> {
+    let (_, sb) = api
+        .call(Method::GET, &format!("/sandboxes/{id}"), None)
+        .await?;
+    let domain = sb["domain"].as_str().context("the API gave no domain")?;
+    crate::exec_cmd::exec(
+        proxy_http,
+        domain,
+        id,
+        sb["envdAccessToken"].as_str(),
+        command,
     )
+    .await
 }
 
 /// Parses `k=v` arguments.

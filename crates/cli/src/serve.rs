@@ -103,6 +103,7 @@ fn public_domain(domain: &str, port: u16) -> String {
     }
 }
 
+/// `http://` URL a local client uses to reach a listener.
 fn api_url(listen: SocketAddr) -> String {
     let host = match listen.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
@@ -254,13 +255,22 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     let mut api_config = ApiConfig::new(public_domain(&args.domain, https_port));
     api_config.max_timeout = Duration::from_secs(args.max_timeout);
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
-    let api = Api::start(
+    let api = match Api::start(
         api_config,
         store.clone(),
         Arc::new(LocalRuntime(runtime.clone())),
     )
     .await
-    .context("starting the API")?;
+    {
+        Ok(api) => api,
+        Err(e) => {
+            runtime.shutdown().await;
+            if let Some(net) = &net {
+                net.shutdown().await.ok();
+            }
+            return Err(e).context("starting the API");
+        }
+    };
     let router = api.router();
 
     let shutdown = CancellationToken::new();
@@ -291,6 +301,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
 
     let state = ServeState {
         api_url: api_url(args.api_listen),
+        proxy_http: Some(api_url(args.http_listen)),
         domain: public_domain(&args.domain, https_port),
         ca_cert,
         ca_bundle,

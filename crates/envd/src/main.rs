@@ -8,7 +8,6 @@
 
 mod filesystem;
 mod http_api;
-mod memory;
 mod process;
 mod reaper;
 mod server;
@@ -43,7 +42,6 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    memory::trim_code_faults();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

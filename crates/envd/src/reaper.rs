@@ -12,7 +12,8 @@
 //!
 //! Consequence for the rest of envd: never wait on children any other way
 //! (no `tokio::process`, no `std::process::Child::wait`): the reaper would
-//! race them for the status.
+//! race them for the status. And SIGCHLD must keep its default disposition:
+//! ignoring it makes the kernel discard exit statuses.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -61,8 +62,9 @@ impl Reaper {
         let thread_reaper = reaper.clone();
         std::thread::Builder::new()
             .name("reaper".into())
-            // The loop only calls waitpid and takes a lock: a small stack is enough.
-            .stack_size(64 * 1024)
+            // The loop calls waitpid, takes a lock and may log: a small stack
+            // is plenty (and only touched pages count).
+            .stack_size(256 * 1024)
             .spawn(move || thread_reaper.run())?;
         Ok(reaper)
     }
@@ -178,5 +180,49 @@ fn exit_of(status: WaitStatus) -> Option<(i32, ExitStatus)> {
             },
         )),
         _ => None,
+    }
+}
+
+// Spawning through a running reaper is covered by the integration tests,
+// which run the envd binary: a waitpid(-1) thread inside the unit-test binary
+// would steal the statuses of children other tests wait for.
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal;
+
+    use super::*;
+
+    #[test]
+    fn unclaimed_statuses_are_bounded_and_oldest_go_first() {
+        let mut registry = Registry::default();
+        for pid in 0..(UNCLAIMED_LIMIT as i32 + 10) {
+            registry.remember_unclaimed(pid, ExitStatus::Exited(pid % 256));
+        }
+        assert_eq!(registry.unclaimed.len(), UNCLAIMED_LIMIT);
+        assert!(!registry.unclaimed.contains_key(&0));
+        assert_eq!(
+            registry.unclaimed.get(&(UNCLAIMED_LIMIT as i32 + 9)),
+            Some(&ExitStatus::Exited((UNCLAIMED_LIMIT as i32 + 9) % 256))
+        );
+    }
+
+    #[test]
+    fn wait_statuses_map_to_exits() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(
+            exit_of(WaitStatus::Exited(pid, 3)),
+            Some((42, ExitStatus::Exited(3)))
+        );
+        assert_eq!(
+            exit_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((
+                42,
+                ExitStatus::Signaled {
+                    signal: libc::SIGKILL,
+                    core_dumped: false
+                }
+            ))
+        );
+        assert_eq!(exit_of(WaitStatus::StillAlive), None);
     }
 }

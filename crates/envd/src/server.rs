@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use connectrpc::{ConnectError, ConnectRpcService};
+use http_body::Body as _;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -26,6 +27,10 @@ use crate::state::EnvdState;
 
 /// The header that carries the sandbox's access token.
 const ACCESS_TOKEN_HEADER: &str = "x-access-token";
+/// How much of a request body a handler left unread is read before the
+/// response goes out, and for how long at most.
+const UNREAD_BODY_LIMIT: usize = 1 << 20;
+const UNREAD_BODY_WAIT: Duration = Duration::from_secs(1);
 
 /// Builds the whole HTTP application.
 pub fn app(state: Arc<EnvdState>, process: Arc<ProcessService>) -> axum::Router {
@@ -40,6 +45,7 @@ pub fn app(state: Arc<EnvdState>, process: Arc<ProcessService>) -> axum::Router 
         .service(ConnectRpcService::new(rpc));
     http_api::router(state)
         .fallback_service(rpc)
+        .layer(axum::middleware::from_fn(drain_unread_body))
         // Outermost, so that preflights are answered before auth and that
         // error responses carry the CORS headers too (browser SDK).
         .layer(cors())
@@ -78,6 +84,88 @@ async fn require_token(
         error.to_json(),
     )
         .into_response()
+}
+
+/// Reads what a handler left of the request body before its response goes
+/// out. A handler that answers early (401, 404, ...) while the client is still
+/// uploading makes hyper close the connection under the client, which then
+/// sees a broken pipe instead of the answer; Go's net/http drains the same way.
+async fn drain_unread_body(request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let (tracked, mut unread) = TrackedBody::new(body);
+    let response = next
+        .run(Request::from_parts(parts, axum::body::Body::new(tracked)))
+        .await;
+    // Only a body the handler already dropped: one still held (by a streaming
+    // response, say) is the handler's business.
+    if let Ok(rest) = unread.try_recv() {
+        let _ = tokio::time::timeout(
+            UNREAD_BODY_WAIT,
+            axum::body::to_bytes(rest, UNREAD_BODY_LIMIT),
+        )
+        .await;
+    }
+    response
+}
+
+/// A request body that, when dropped before its end, hands itself back.
+struct TrackedBody {
+    inner: Option<axum::body::Body>,
+    unread: Option<tokio::sync::oneshot::Sender<axum::body::Body>>,
+}
+
+impl TrackedBody {
+    fn new(body: axum::body::Body) -> (Self, tokio::sync::oneshot::Receiver<axum::body::Body>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            Self {
+                inner: Some(body),
+                unread: Some(tx),
+            },
+            rx,
+        )
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let Some(body) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let frame = std::pin::Pin::new(body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = frame {
+            // Read to the end: nothing to hand back.
+            self.inner = None;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner
+            .as_ref()
+            .map(|b| b.size_hint())
+            .unwrap_or_else(|| http_body::SizeHint::with_exact(0))
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let (Some(body), Some(tx)) = (self.inner.take(), self.unread.take()) {
+            if !body.is_end_stream() {
+                let _ = tx.send(body);
+            }
+        }
+    }
 }
 
 /// Binds `port` on 0.0.0.0 and, when the machine has IPv6, on :: (v6 only,

@@ -380,6 +380,11 @@ async fn access_token_and_cors() {
         .unary_with("List", json!({}), &[("x-access-token", "wrong")])
         .await;
     assert_eq!(status, 401);
+    // A rejected upload that is still being sent gets its 401 (not a
+    // connection closed under the client).
+    let (status, body) = slow_upload(&envd, "/process.Process/SendInput").await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "unauthenticated");
     let (status, _) = envd
         .unary_with("List", json!({}), &[("x-access-token", "secret-token")])
         .await;
@@ -642,4 +647,60 @@ async fn as_pid1_it_reaps_orphans_without_stealing_statuses() {
         "PID 1 envd to reap every orphan",
     )
     .await;
+}
+
+#[tokio::test]
+async fn large_output_arrives_complete_and_in_order() {
+    if !can_run_as_user() {
+        return;
+    }
+    let envd = Envd::start();
+    let out = envd
+        .start_bash("seq 1 300000; seq 1 1000 >&2", json!({}), &[])
+        .await
+        .0
+        .collect()
+        .await;
+    let expected: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out.stdout.len(), expected.len());
+    assert!(out.stdout() == expected, "stdout differs");
+    let expected_err: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(String::from_utf8(out.stderr).unwrap(), expected_err);
+}
+
+/// POSTs a 512 KiB body in chunks, 20 ms apart, over a raw socket (as
+/// undici does, it keeps writing while the answer may already be there), and
+/// returns the status line and JSON body. A write failure panics.
+async fn slow_upload(envd: &Envd, path: &str) -> (u16, serde_json::Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 8;
+    let mut socket = tokio::net::TcpStream::connect(("127.0.0.1", envd.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        CHUNK * CHUNKS
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    for _ in 0..CHUNKS {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        socket
+            .write_all(&[b' '; CHUNK])
+            .await
+            .expect("the server keeps reading the body");
+    }
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(body.trim()).unwrap_or_default(),
+    )
 }

@@ -68,7 +68,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     report("acquire (warm pool)", &mut warm);
 
-    let offline = EgressPolicy { allow_internet: false, ..Default::default() };
+    let offline = EgressPolicy {
+        allow_internet: false,
+        ..Default::default()
+    };
     let mut custom = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();

@@ -70,8 +70,12 @@ fn create_on_this_thread(
         // copy `default`, so eth0 gets no IPv6 at all: sandboxes have no IPv6
         // egress, and a link-local address would only invite probing the host.
         write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")?;
-        // Lets every uid use ICMP echo sockets (ping) inside, as containers do.
+        // The namespace belongs to the host's user namespace, so root inside a
+        // sandbox (root of a child user namespace) has no network capability
+        // here. As container runtimes do: every uid may use ICMP echo sockets
+        // (ping) and bind ports below 1024 (servers on port 80).
         write_sysctl("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")?;
+        write_sysctl("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
         let _guard = runtime.enter();
         let (connection, netlink, _) = rtnetlink::new_connection()
             .map_err(|e| NetError::Setup(format!("netlink socket inside the namespace: {e}")))?;

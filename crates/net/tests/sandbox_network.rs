@@ -28,6 +28,8 @@ fn dns(gateway: Ipv4Addr) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sandbox_reaches_neither_host_nor_sibling_nor_private_ranges() {
+    let port_start_file = "/proc/sys/net/ipv4/ip_unprivileged_port_start";
+    let host_port_start = std::fs::read_to_string(port_start_file).unwrap();
     let (net, _config, mut footprint) = start(2).await;
     let a = net.acquire(&EgressPolicy::default()).await.unwrap();
     let b = net.acquire(&EgressPolicy::default()).await.unwrap();
@@ -107,12 +109,30 @@ async fn sandbox_reaches_neither_host_nor_sibling_nor_private_ranges() {
         "no packet hit the table's drop rules"
     );
 
-    // No IPv6 leaves a sandbox: eth0 has no IPv6 address at all.
-    let eth0_v6 = in_ns(&a.netns_path, || {
-        std::fs::read_to_string("/proc/sys/net/ipv6/conf/eth0/disable_ipv6")
+    // No IPv6 leaves a sandbox: eth0 has no IPv6 address at all. And the
+    // sysctls that let unprivileged sandbox users ping and bind port 80 hold,
+    // inside only.
+    let sysctls = in_ns(&a.netns_path, || {
+        [
+            "/proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+            "/proc/sys/net/ipv4/ip_unprivileged_port_start",
+            "/proc/sys/net/ipv4/ping_group_range",
+        ]
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
     })
     .await;
-    assert_eq!(eth0_v6.unwrap().trim(), "1");
+    assert_eq!(sysctls, ["1", "0", "0 2147483647"]);
+    assert_eq!(
+        std::fs::read_to_string(port_start_file).unwrap(),
+        host_port_start,
+        "the host's own setting changed"
+    );
 
     net.release(a).await.unwrap();
     net.release(b).await.unwrap();
@@ -468,7 +488,10 @@ async fn fifty_concurrent_acquires_all_succeed_with_distinct_addresses() {
     let mut samples: Vec<Duration> = results.iter().map(|(_, t)| *t).collect();
     report("acquire, 50 at once (pool of 8)", &mut samples);
     println!("50 concurrent acquires: {wall:?} wall");
-    let held: Vec<_> = results.into_iter().map(|(s, _)| s.expect("acquire")).collect();
+    let held: Vec<_> = results
+        .into_iter()
+        .map(|(s, _)| s.expect("acquire"))
+        .collect();
     let mut addrs: Vec<Ipv4Addr> = held.iter().map(|s| s.addr).collect();
     addrs.sort();
     addrs.dedup();
@@ -478,7 +501,14 @@ async fn fifty_concurrent_acquires_all_succeed_with_distinct_addresses() {
     let last = held[49].clone();
     for sandbox in [first, last] {
         let gateway = sandbox.gateway;
-        assert!(in_ns(&sandbox.netns_path, move || resolve_udp(dns(gateway), "pypi.org.").is_ok()).await);
+        assert!(
+            in_ns(&sandbox.netns_path, move || resolve_udp(
+                dns(gateway),
+                "pypi.org."
+            )
+            .is_ok())
+            .await
+        );
     }
     futures::future::join_all(held.into_iter().map(|s| net.release(s)))
         .await

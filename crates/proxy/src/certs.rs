@@ -258,6 +258,8 @@ fn leaf_params(names: &[String]) -> Result<CertificateParams, CertError> {
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    // OpenSSL's strict mode (Python 3.13's default) refuses a leaf without it.
+    params.use_authority_key_identifier_extension = true;
     let now = OffsetDateTime::now_utc();
     params.not_before = now - Duration::days(1);
     params.not_after = now + Duration::days(LEAF_DAYS);
@@ -300,6 +302,16 @@ fn reuse_leaf(
     let Ok((_, x509)) = x509_parser::parse_x509_certificate(leaf) else {
         return Ok(None);
     };
+    let has_aki = x509.extensions().iter().any(|e| {
+        matches!(
+            e.parsed_extension(),
+            x509_parser::extensions::ParsedExtension::AuthorityKeyIdentifier(_)
+        )
+    });
+    if !has_aki {
+        info!("server certificate lacks an authority key identifier; making a new one");
+        return Ok(None);
+    }
     let renew_at = OffsetDateTime::now_utc() + Duration::days(LEAF_RENEW_BEFORE_DAYS);
     if x509.validity().not_after.to_datetime() < renew_at {
         info!("server certificate is near its end; making a new one");
@@ -411,6 +423,32 @@ mod tests {
         assert!(names.contains("DNSName(sbx.example)"), "{names}");
         assert!(names.contains("localhost"), "{names}");
         cert.server_config().unwrap();
+    }
+
+    /// OpenSSL with `-x509_strict` (Python 3.13's default verification)
+    /// accepts the chain; skipped where no `openssl` binary is installed.
+    #[test]
+    fn chain_passes_openssl_strict_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LocalCaFiles::new(dir.path());
+        ServerCert::local(&files, "sbx.example").unwrap();
+        let out = std::process::Command::new("openssl")
+            .arg("verify")
+            .arg("-x509_strict")
+            .arg("-CAfile")
+            .arg(files.ca_cert())
+            .arg(files.server_cert())
+            .output();
+        let Ok(out) = out else {
+            eprintln!("no openssl binary; skipped");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     #[test]

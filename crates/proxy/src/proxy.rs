@@ -23,7 +23,7 @@ use crate::headers;
 use crate::refusal::Refusal;
 use crate::target::{Hosts, Target};
 use crate::traffic_token::{self, Verdict};
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream::{UpstreamError, Upstreams};
 
 /// The control-plane service `api.{domain}` is handed to (an axum `Router`
 /// fits through [`api_service`]).
@@ -61,7 +61,7 @@ pub struct Proxy {
 struct Inner {
     hosts: Hosts,
     catalog: Arc<dyn Catalog>,
-    client: UpstreamClient,
+    upstreams: Upstreams,
     api: Option<ApiService>,
     /// Ends upgraded (WebSocket) tunnels, which outlive their HTTP exchange
     /// and so are not covered by the server's graceful shutdown.
@@ -75,7 +75,7 @@ impl Proxy {
         Self {
             inner: Arc::new(Inner {
                 hosts: Hosts::new(crate::certs::bare_domain(domain)),
-                client: upstream::client(catalog.clone()),
+                upstreams: Upstreams::new(catalog.clone()),
                 catalog,
                 api,
                 tunnels: CancellationToken::new(),
@@ -165,7 +165,8 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let upgrade = req.version() <= Version::HTTP_11 && headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-        let request_headers = req.headers().clone();
+        // Decided now: the headers go on with the request.
+        let html = crate::refusal::wants_html(req.headers());
 
         let (mut parts, body) = req.into_parts();
         let h = &mut parts.headers;
@@ -181,42 +182,31 @@ impl Proxy {
         if let Some(app_host) = &app_host {
             headers::set_host(h, app_host);
         }
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match upstream::upstream_uri(&id, port, path) {
-            Ok(uri) => uri,
-            Err(e) => {
-                let r = Refusal::Upstream {
-                    id,
-                    port,
-                    detail: e.to_string(),
-                };
-                return r.response(&request_headers, host.as_deref());
-            }
-        };
+        if let Some(pq) = parts.uri.path_and_query().cloned() {
+            parts.uri = pq.into();
+        }
         // The sandbox's servers speak HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
 
-        let mut resp = match self
-            .inner
-            .client
-            .request(Request::from_parts(parts, body))
-            .await
-        {
+        let request = Request::from_parts(parts, body);
+        let mut resp = match self.inner.upstreams.send(&id, port, request, upgrade).await {
             Ok(resp) => resp,
             Err(e) => {
-                let refusal = match upstream::dial_error(&e) {
-                    Some(DialError::NotFound) => Refusal::SandboxNotFound { id },
-                    Some(DialError::PortClosed(_)) => Refusal::PortClosed { id, port },
-                    None => {
-                        debug!(%id, port, error = ?e, "upstream request failed");
+                let refusal = match e {
+                    UpstreamError::Dial(DialError::NotFound) => Refusal::SandboxNotFound { id },
+                    UpstreamError::Dial(DialError::PortClosed(_)) => {
+                        Refusal::PortClosed { id, port }
+                    }
+                    UpstreamError::Http(e) => {
+                        debug!(%id, port, error = %e, "upstream request failed");
                         Refusal::Upstream {
                             id,
                             port,
-                            detail: upstream_detail(&e),
+                            detail: e.to_string(),
                         }
                     }
                 };
-                return refusal.response(&request_headers, host.as_deref());
+                return refusal.response_as(html, host.as_deref());
             }
         };
 
@@ -250,15 +240,4 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade) -> Result<(), BoxError> 
     let mut upstream = TokioIo::new(upstream);
     tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
     Ok(())
-}
-
-fn upstream_detail(e: &hyper_util::client::legacy::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

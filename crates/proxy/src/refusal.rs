@@ -158,7 +158,12 @@ h1{{font-size:1.3rem;color:#b42318}}th{{text-align:left;padding-right:1rem;color
 
     /// The response: HTML when the client navigates like a browser, else JSON.
     pub fn response(&self, request_headers: &HeaderMap, host: Option<&str>) -> Response<ProxyBody> {
-        let (content_type, body) = if wants_html(request_headers) {
+        self.response_as(wants_html(request_headers), host)
+    }
+
+    /// The response, HTML or JSON as decided by the caller.
+    pub fn response_as(&self, html: bool, host: Option<&str>) -> Response<ProxyBody> {
+        let (content_type, body) = if html {
             ("text/html; charset=utf-8", self.html(host))
         } else {
             ("application/json", self.json())

@@ -1,85 +1,203 @@
 //! Connections to servers inside sandboxes: dialed through the runtime's
-//! [`Catalog`] and kept alive in hyper-util's pool per (sandbox, port), so a
-//! stream of requests does not pay a dial (a namespace switch) each time.
+//! [`Catalog`] and kept alive per (sandbox, port), so a stream of requests
+//! does not pay a dial (a namespace switch) each time.
+//!
+//! A small pool of hyper HTTP/1.1 client connections rather than
+//! hyper-util's legacy `Client`, which spawns a task per request to hand the
+//! connection back and re-parses an absolute URI as its pool key; here a
+//! connection goes back to the pool when its response body ends, keyed by
+//! (sandbox id, port).
 
-use std::future::Future;
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use http::Uri;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
 use sandbar_runtime::{Catalog, DialError};
-use tokio::net::TcpStream;
+use tracing::debug;
 
 /// How long an unused kept-alive connection to a sandbox stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_PORT: usize = 64;
 
-/// Dials `http://{id}:{port}/` through the catalog: the pool keys on the URI
-/// authority, so the sandbox id stands in for a host name.
-#[derive(Clone)]
-pub struct CatalogConnector {
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+type Key = (String, u16);
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+type IdleMap = Mutex<HashMap<Key, Vec<Idle>>>;
+
+pub struct Upstreams {
     catalog: Arc<dyn Catalog>,
+    idle: Arc<IdleMap>,
 }
 
-impl tower::Service<Uri> for CatalogConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = DialError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, DialError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+impl Upstreams {
+    pub fn new(catalog: Arc<dyn Catalog>) -> Self {
+        let idle: Arc<IdleMap> = Arc::default();
+        tokio::spawn(sweep(Arc::downgrade(&idle)));
+        Self { catalog, idle }
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let catalog = self.catalog.clone();
-        Box::pin(async move {
-            // Only URIs made by `upstream_uri` reach here.
-            let (Some(id), Some(port)) = (uri.host(), uri.port_u16()) else {
-                return Err(DialError::NotFound);
+    /// Sends `req` (path-and-query URI, Host set) to `port` of sandbox `id`.
+    /// With `upgrade` the connection is handed to the upgrade and not reused.
+    pub async fn send(
+        &self,
+        id: &str,
+        port: u16,
+        mut req: Request<Incoming>,
+        upgrade: bool,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        let key: Key = (id.to_string(), port);
+        loop {
+            let (mut sender, reused) = match self.checkout(&key) {
+                Some(s) => (s, true),
+                None => (self.connect(id, port).await?, false),
             };
-            let stream = catalog.dial(id, port).await?;
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-pub type UpstreamClient = Client<CatalogConnector, Incoming>;
-
-pub fn client(catalog: Arc<dyn Catalog>) -> UpstreamClient {
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(MAX_IDLE_PER_PORT)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        // The Host header is set by the proxy (original or masked).
-        .set_host(false)
-        .build(CatalogConnector { catalog })
-}
-
-/// The absolute URI that selects the pool and dial target; hyper sends only
-/// the path and query on the wire.
-pub fn upstream_uri(id: &str, port: u16, path_and_query: &str) -> Result<Uri, http::Error> {
-    Uri::builder()
-        .scheme("http")
-        .authority(format!("{id}:{port}"))
-        .path_and_query(path_and_query)
-        .build()
-}
-
-/// The dial error behind a client error, if the failure was the dial.
-pub fn dial_error(err: &hyper_util::client::legacy::Error) -> Option<&DialError> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(d) = e.downcast_ref::<DialError>() {
-            return Some(d);
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(e.into());
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let back = (!upgrade).then(|| (sender, key, Arc::downgrade(&self.idle)));
+                    return Ok(resp.map(|body| PooledBody {
+                        body,
+                        ended: false,
+                        back,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // The server closed a kept-alive connection before
+                    // reading the request: safe to send it on another one.
+                    Some(unsent) if reused => {
+                        debug!(id, port, error = %e.error(), "kept-alive connection was closed; retrying");
+                        req = unsent;
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
         }
-        source = e.source();
     }
-    None
+
+    fn checkout(&self, key: &Key) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.get_mut(key)?;
+        let found = loop {
+            match list.pop() {
+                Some(i) if !i.sender.is_closed() => break Some(i.sender),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        if list.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    async fn connect(&self, id: &str, port: u16) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let stream = self.catalog.dial(id, port).await?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                debug!(error = %e, "sandbox connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+fn put_back(pool: &Weak<IdleMap>, key: Key, sender: SendRequest<Incoming>) {
+    let Some(pool) = pool.upgrade() else { return };
+    if sender.is_closed() {
+        return;
+    }
+    let mut idle = pool.lock().expect("pool lock");
+    let list = idle.entry(key).or_default();
+    if list.len() < MAX_IDLE_PER_PORT {
+        list.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+    }
+}
+
+/// Drops connections idle too long or closed (their sandbox is gone), so
+/// neither sockets nor map entries pile up.
+async fn sweep(pool: Weak<IdleMap>) {
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 2);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut idle = pool.lock().expect("pool lock");
+        idle.retain(|_, list| {
+            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() < IDLE_TIMEOUT);
+            !list.is_empty()
+        });
+    }
+}
+
+/// The sandbox's response body; its connection returns to the pool once the
+/// body has been read to the end (a body dropped early closes it instead).
+pub struct PooledBody {
+    body: Incoming,
+    ended: bool,
+    back: Option<(SendRequest<Incoming>, Key, Weak<IdleMap>)>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        if !(self.ended || self.body.is_end_stream()) {
+            return;
+        }
+        if let Some((sender, key, pool)) = self.back.take() {
+            put_back(&pool, key, sender);
+        }
+    }
 }

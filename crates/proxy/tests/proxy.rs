@@ -456,3 +456,49 @@ async fn certificate_names_the_wildcard_and_rejects_other_names() {
             .unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
+
+#[tokio::test]
+async fn servers_that_close_after_each_response_still_work() {
+    // Like `python -m http.server`: HTTP/1.0 style, one response a connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nclosing")
+                .await;
+        }
+    });
+    let h = Harness::start(None).await;
+    h.catalog.add("oneshot", Route::default(), &[(8000, addr)]);
+    let host = format!("8000-oneshot.{DOMAIN}");
+    let mut c = Client::connect(&h, Mode::Tls2, &host).await;
+    for _ in 0..5 {
+        let resp = c.get(&host, "/", &[]).await;
+        assert_status(&resp, StatusCode::OK);
+        assert_eq!(body_string(resp).await, "closing");
+    }
+    assert_eq!(h.catalog.dials.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn bodiless_responses_return_their_connection() {
+    let (h, _) = setup(Route::default()).await;
+    let mut c = Client::connect(&h, Mode::Plain1, &host(3000)).await;
+    for _ in 0..5 {
+        let req = Request::head("/echo")
+            .header("host", host(3000))
+            .body(empty())
+            .unwrap();
+        let resp = c.send(req).await;
+        assert_status(&resp, StatusCode::OK);
+        body_string(resp).await;
+    }
+    assert_eq!(h.catalog.dials.load(Ordering::SeqCst), 1);
+}

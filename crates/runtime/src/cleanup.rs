@@ -8,7 +8,9 @@ use crate::cgroup::Hierarchy;
 /// Mount points at or below `dir` in this process's mount namespace,
 /// deepest first.
 pub(crate) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let mut found: Vec<PathBuf> = text
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
@@ -27,7 +29,10 @@ fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -45,7 +50,12 @@ pub(crate) fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
         match std::fs::remove_dir(dir.join(sub)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(std::io::Error::new(e.kind(), format!("remove {}: {e}", dir.join(sub).display()))),
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("remove {}: {e}", dir.join(sub).display()),
+                ))
+            }
         }
     }
     match std::fs::remove_file(dir.join("envd.log")) {
@@ -54,7 +64,10 @@ pub(crate) fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
         Err(e) => return Err(e),
     }
     match std::fs::remove_dir(dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(e.kind(), format!("remove {}: {e}", dir.display()))),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(
+            e.kind(),
+            format!("remove {}: {e}", dir.display()),
+        )),
         _ => Ok(()),
     }
 }
@@ -68,18 +81,25 @@ pub(crate) struct Leftovers {
 }
 
 pub(crate) fn clean(instance: &str, sandboxes_dir: &Path, cgroups: &Hierarchy) -> Leftovers {
-    let mut left = Leftovers { cgroups: cgroups.remove_instance(instance), ..Default::default() };
+    let mut left = Leftovers {
+        cgroups: cgroups.remove_instance(instance),
+        ..Default::default()
+    };
     for m in mounts_below(sandboxes_dir) {
         match nix::mount::umount2(&m, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) => left.mounts += 1,
-            Err(e) => tracing::warn!(mount = %m.display(), error = %e, "leftover mount could not be removed"),
+            Err(e) => {
+                tracing::warn!(mount = %m.display(), error = %e, "leftover mount could not be removed")
+            }
         }
     }
     if let Ok(entries) = std::fs::read_dir(sandboxes_dir) {
         for e in entries.flatten() {
             match remove_sandbox_dir(&e.path()) {
                 Ok(()) => left.dirs += 1,
-                Err(err) => tracing::warn!(dir = %e.path().display(), error = %err, "leftover sandbox dir could not be removed"),
+                Err(err) => {
+                    tracing::warn!(dir = %e.path().display(), error = %err, "leftover sandbox dir could not be removed")
+                }
             }
         }
     }

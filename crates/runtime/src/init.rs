@@ -72,8 +72,9 @@ pub struct InitSpec {
     pub envd_port: u16,
     /// Content of envd's `--init-file`.
     pub init_json: String,
-    /// `cgroup.procs` files to join before anything else.
-    pub cgroup_procs: Vec<PathBuf>,
+    /// Files to write `0` into to join the sandbox's cgroups, before
+    /// anything else (see [`crate::cgroup::Cgroup::join_files`]).
+    pub cgroup_join: Vec<PathBuf>,
     pub seccomp: bool,
 }
 
@@ -91,12 +92,18 @@ trait Step<T> {
 
 impl<T, E: Into<io::Error>> Step<T> for Result<T, E> {
     fn step(self, what: impl FnOnce() -> String) -> Result<T, InitError> {
-        self.map_err(|e| InitError { step: what(), source: e.into() })
+        self.map_err(|e| InitError {
+            step: what(),
+            source: e.into(),
+        })
     }
 }
 
 fn other(step: &str, msg: impl Into<String>) -> InitError {
-    InitError { step: step.to_string(), source: io::Error::other(msg.into()) }
+    InitError {
+        step: step.to_string(),
+        source: io::Error::other(msg.into()),
+    }
 }
 
 /// If this process was started as the sandbox helper, runs it and exits;
@@ -118,41 +125,73 @@ pub fn main_if_requested() {
 
 fn run() -> Result<(), InitError> {
     let mut input = String::new();
-    io::stdin().read_to_string(&mut input).step(|| "reading the spec".into())?;
-    let spec: InitSpec = serde_json::from_str(&input).map_err(|e| other("parsing the spec", e.to_string()))?;
+    io::stdin()
+        .read_to_string(&mut input)
+        .step(|| "reading the spec".into())?;
+    let spec: InitSpec =
+        serde_json::from_str(&input).map_err(|e| other("parsing the spec", e.to_string()))?;
 
     // Files we create get exactly the modes we ask for.
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     // Keep fd 3 taken so that the pipes below never land on it: the child
     // puts envd's ready fd there.
-    let devnull = sys::open_path(Path::new("/dev/null"), libc::O_RDWR).step(|| "open /dev/null".into())?;
+    let devnull =
+        sys::open_path(Path::new("/dev/null"), libc::O_RDWR).step(|| "open /dev/null".into())?;
     sys::dup2(devnull.as_raw_fd(), 3).step(|| "reserve fd 3".into())?;
 
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, "0").step(|| format!("join cgroup {}", procs.display()))?;
+    for file in &spec.cgroup_join {
+        std::fs::write(file, "0").step(|| format!("join cgroup {}", file.display()))?;
     }
     join_network(&spec)?;
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP).step(|| "unshare mount/pid/cgroup namespaces".into())?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).step(|| "make / private".into())?;
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP)
+        .step(|| "unshare mount/pid/cgroup namespaces".into())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .step(|| "make / private".into())?;
 
     let root = spec.dir.join("root");
     let targets = mount_root(&spec, &root)?;
-    let log = sys::open_path(&spec.dir.join("envd.log"), libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW).step(|| "open envd.log".into())?;
-    let filters = if spec.seccomp { crate::seccomp::filters().map_err(|e| other("seccomp", e.to_string()))? } else { Vec::new() };
+    let log = sys::open_path(
+        &spec.dir.join("envd.log"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW,
+    )
+    .step(|| "open envd.log".into())?;
+    let filters = if spec.seccomp {
+        crate::seccomp::filters().map_err(|e| other("seccomp", e.to_string()))?
+    } else {
+        Vec::new()
+    };
 
     // The child's pivot_root moves this process's root too (same mount
     // namespace): keep a handle on the host's /proc to reach the child's id maps.
-    let host_proc = sys::open_path(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY).step(|| "open /proc".into())?;
-    let (to_parent_r, to_parent_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
-    let (to_child_r, to_child_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let host_proc = sys::open_path(Path::new("/proc"), libc::O_PATH | libc::O_DIRECTORY)
+        .step(|| "open /proc".into())?;
+    let (to_parent_r, to_parent_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
+    let (to_child_r, to_child_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).step(|| "pipe".into())?;
 
     // SAFETY: this process is single-threaded (a fresh exec that started no threads).
-    let pid = unsafe { sys::fork_as_sibling() }.step(|| "fork the sandbox's first process".into())?;
+    let pid =
+        unsafe { sys::fork_as_sibling() }.step(|| "fork the sandbox's first process".into())?;
     if pid == 0 {
         drop(to_parent_r);
         drop(to_child_w);
         let mut report = std::fs::File::from(to_parent_w);
-        let err = child(&spec, &root, &targets, &log, &filters, to_child_r, &mut report);
+        let err = child(
+            &spec,
+            &root,
+            &targets,
+            &log,
+            &filters,
+            to_child_r,
+            &mut report,
+        );
         let _ = write!(report, "{err}");
         // SAFETY: leave without running the parent's exit handlers.
         unsafe { libc::_exit(1) };
@@ -161,25 +200,40 @@ fn run() -> Result<(), InitError> {
     drop(to_child_r);
 
     // The runtime learns the pid before anything else can be written to this pipe.
-    let mut out = std::fs::File::from(io::stdout().as_fd().try_clone_to_owned().step(|| "dup stdout".into())?);
+    let mut out = std::fs::File::from(
+        io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .step(|| "dup stdout".into())?,
+    );
     writeln!(out, "pid {pid}").step(|| "report pid".into())?;
     drop(out);
 
     let mut from_child = std::fs::File::from(to_parent_r);
     let mut byte = [0u8; 1];
-    let n = from_child.read(&mut byte).step(|| "wait for the user namespace".into())?;
+    let n = from_child
+        .read(&mut byte)
+        .step(|| "wait for the user namespace".into())?;
     if n == 1 && byte[0] == b'U' {
         write_id_maps(&host_proc, pid, spec.uid_base)?;
-        std::fs::File::from(to_child_w).write_all(b"G").step(|| "release the child".into())?;
+        std::fs::File::from(to_child_w)
+            .write_all(b"G")
+            .step(|| "release the child".into())?;
     } else {
         drop(to_child_w);
     }
     // EOF without a message: the child's exec closed the pipe.
     let mut msg = String::from_utf8_lossy(&byte[..n]).into_owned();
-    from_child.read_to_string(&mut msg).step(|| "wait for exec".into())?;
+    from_child
+        .read_to_string(&mut msg)
+        .step(|| "wait for exec".into())?;
     let msg = msg.trim_start_matches('U');
     if !msg.is_empty() || n == 0 {
-        let msg = if msg.is_empty() { "the sandbox's first process died before exec" } else { msg };
+        let msg = if msg.is_empty() {
+            "the sandbox's first process died before exec"
+        } else {
+            msg
+        };
         return Err(other("sandbox init", msg));
     }
     Ok(())
@@ -188,7 +242,8 @@ fn run() -> Result<(), InitError> {
 fn join_network(spec: &InitSpec) -> Result<(), InitError> {
     match &spec.netns {
         Some(path) => {
-            let fd = sys::open_path(path, libc::O_RDONLY).step(|| format!("open netns {}", path.display()))?;
+            let fd = sys::open_path(path, libc::O_RDONLY)
+                .step(|| format!("open netns {}", path.display()))?;
             sys::setns(&fd, libc::CLONE_NEWNET).step(|| "enter the network namespace".into())?;
         }
         None => {
@@ -199,13 +254,22 @@ fn join_network(spec: &InitSpec) -> Result<(), InitError> {
     // Root inside a user namespace may not bind ports below 1024 nor open
     // ICMP sockets in a network namespace the host owns; allow both, as root
     // on a machine of one's own expects. These sysctls are per namespace.
-    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0").step(|| "allow low ports".into())?;
-    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647").step(|| "allow ping".into())?;
+    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")
+        .step(|| "allow low ports".into())?;
+    std::fs::write("/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
+        .step(|| "allow ping".into())?;
     Ok(())
 }
 
-fn mnt(src: &str, target: &Path, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), InitError> {
-    mount(Some(src), target, Some(fstype), flags, data).step(|| format!("mount {fstype} on {}", target.display()))
+fn mnt(
+    src: &str,
+    target: &Path,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), InitError> {
+    mount(Some(src), target, Some(fstype), flags, data)
+        .step(|| format!("mount {fstype} on {}", target.display()))
 }
 
 /// Mount points the child fills from inside the new pid namespace.
@@ -218,82 +282,220 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
     let base = spec.uid_base;
     let rw = spec.dir.join("rw");
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mnt("tmpfs", &rw, "tmpfs", nosuid_nodev, Some(&format!("size={}m,mode=0700", spec.disk_mb.max(1))))?;
+    mnt(
+        "tmpfs",
+        &rw,
+        "tmpfs",
+        nosuid_nodev,
+        Some(&format!("size={}m,mode=0700", spec.disk_mb.max(1))),
+    )?;
     let upper = rw.join("upper");
     let work = rw.join("work");
-    std::fs::DirBuilder::new().mode(0o700).create(&work).step(|| "mkdir work".into())?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&work)
+        .step(|| "mkdir work".into())?;
     // The overlay's root takes its owner and mode from the upper dir.
-    let lower_meta = std::fs::metadata(&spec.lower).step(|| format!("stat {}", spec.lower.display()))?;
-    std::fs::DirBuilder::new().mode(0o755).create(&upper).step(|| "mkdir upper".into())?;
-    std::os::unix::fs::chown(&upper, Some(std::os::unix::fs::MetadataExt::uid(&lower_meta)), Some(std::os::unix::fs::MetadataExt::gid(&lower_meta))).step(|| "chown upper".into())?;
-    std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(std::os::unix::fs::MetadataExt::mode(&lower_meta) & 0o7777)).step(|| "chmod upper".into())?;
+    let lower_meta =
+        std::fs::metadata(&spec.lower).step(|| format!("stat {}", spec.lower.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&upper)
+        .step(|| "mkdir upper".into())?;
+    std::os::unix::fs::chown(
+        &upper,
+        Some(std::os::unix::fs::MetadataExt::uid(&lower_meta)),
+        Some(std::os::unix::fs::MetadataExt::gid(&lower_meta)),
+    )
+    .step(|| "chown upper".into())?;
+    std::fs::set_permissions(
+        &upper,
+        std::fs::Permissions::from_mode(std::os::unix::fs::MetadataExt::mode(&lower_meta) & 0o7777),
+    )
+    .step(|| "chmod upper".into())?;
     for p in [&spec.lower, &upper, &work] {
         let s = p.to_string_lossy();
         if s.contains(',') || s.contains(':') {
             return Err(other("overlay", format!("path {s} contains ',' or ':'")));
         }
     }
-    let opts = format!("lowerdir={},upperdir={},workdir={},volatile", spec.lower.display(), upper.display(), work.display());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},volatile",
+        spec.lower.display(),
+        upper.display(),
+        work.display()
+    );
     mnt("overlay", root, "overlay", MsFlags::empty(), Some(&opts))?;
 
-    let rootfd = sys::open_path(root, libc::O_PATH | libc::O_DIRECTORY).step(|| "open root".into())?;
-    let owned = |fd: &OwnedFd, what: &str| nix::unistd::fchown(fd, Some(nix::unistd::Uid::from_raw(base)), Some(nix::unistd::Gid::from_raw(base))).step(|| format!("chown {what}"));
+    let rootfd =
+        sys::open_path(root, libc::O_PATH | libc::O_DIRECTORY).step(|| "open root".into())?;
+    let owned = |fd: &OwnedFd, what: &str| {
+        nix::unistd::fchown(
+            fd,
+            Some(nix::unistd::Uid::from_raw(base)),
+            Some(nix::unistd::Gid::from_raw(base)),
+        )
+        .step(|| format!("chown {what}"))
+    };
     if let Some(resolver) = spec.resolver {
-        write_in_root(&rootfd, "/etc/resolv.conf", 0o644, format!("nameserver {resolver}\n").as_bytes(), &owned)?;
+        write_in_root(
+            &rootfd,
+            "/etc/resolv.conf",
+            0o644,
+            format!("nameserver {resolver}\n").as_bytes(),
+            &owned,
+        )?;
     }
     write_in_root(&rootfd, INIT_FILE, 0o600, spec.init_json.as_bytes(), &owned)?;
 
     // /dev: a small tmpfs with the safe device nodes; pseudo-terminals come
     // from a devpts instance of the sandbox's own.
     let dev = target_in_root(&rootfd, "/dev", true)?;
-    mnt("tmpfs", &dev, "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some("mode=0755,size=64k"))?;
+    mnt(
+        "tmpfs",
+        &dev,
+        "tmpfs",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )?;
     let dev = root.join("dev");
-    for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)] {
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
         let p = dev.join(name);
-        nix::sys::stat::mknod(&p, nix::sys::stat::SFlag::S_IFCHR, nix::sys::stat::Mode::from_bits_truncate(0o666), nix::sys::stat::makedev(major, minor)).step(|| format!("mknod {name}"))?;
+        nix::sys::stat::mknod(
+            &p,
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(major, minor),
+        )
+        .step(|| format!("mknod {name}"))?;
         std::os::unix::fs::lchown(&p, Some(base), Some(base)).step(|| format!("chown {name}"))?;
     }
-    for (link, target) in [("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
-        std::os::unix::fs::symlink(target, dev.join(link)).step(|| format!("symlink /dev/{link}"))?;
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(link))
+            .step(|| format!("symlink /dev/{link}"))?;
     }
     for d in ["pts", "shm"] {
-        std::fs::DirBuilder::new().mode(0o755).create(dev.join(d)).step(|| format!("mkdir /dev/{d}"))?;
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dev.join(d))
+            .step(|| format!("mkdir /dev/{d}"))?;
     }
-    mnt("devpts", &dev.join("pts"), "devpts", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, Some(&format!("newinstance,ptmxmode=0666,mode=0620,gid={}", base + 5)))?;
-    mnt("shm", &dev.join("shm"), "tmpfs", nosuid_nodev | MsFlags::MS_NOEXEC, Some(&format!("mode=1777,size=64m,uid={base},gid={base}")))?;
+    mnt(
+        "devpts",
+        &dev.join("pts"),
+        "devpts",
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(&format!(
+            "newinstance,ptmxmode=0666,mode=0620,gid={}",
+            base + 5
+        )),
+    )?;
+    mnt(
+        "shm",
+        &dev.join("shm"),
+        "tmpfs",
+        nosuid_nodev | MsFlags::MS_NOEXEC,
+        Some(&format!("mode=1777,size=64m,uid={base},gid={base}")),
+    )?;
     std::os::unix::fs::lchown(&dev, Some(base), Some(base)).step(|| "chown /dev".into())?;
 
     // envd: the host's binary, read-only.
     let envd = target_in_root(&rootfd, ENVD_PATH, false)?;
-    mount(Some(&spec.envd_bin), &envd, None::<&str>, MsFlags::MS_BIND, None::<&str>).step(|| "bind envd".into())?;
+    mount(
+        Some(&spec.envd_bin),
+        &envd,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .step(|| "bind envd".into())?;
     // A remount must name the new mount itself, so resolve the path again.
     let envd = target_in_root(&rootfd, ENVD_PATH, false)?;
-    mount(None::<&str>, &envd, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV, None::<&str>).step(|| "make envd read-only".into())?;
-    Ok(ChildTargets { proc: target_in_root(&rootfd, "/proc", true)?, sys: target_in_root(&rootfd, "/sys", true)? })
+    mount(
+        None::<&str>,
+        &envd,
+        None::<&str>,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .step(|| "make envd read-only".into())?;
+    Ok(ChildTargets {
+        proc: target_in_root(&rootfd, "/proc", true)?,
+        sys: target_in_root(&rootfd, "/sys", true)?,
+    })
 }
 
 /// Replaces `path` inside the root with a new file holding `data`.
-fn write_in_root(rootfd: &OwnedFd, path: &str, mode: u32, data: &[u8], owned: &dyn Fn(&OwnedFd, &str) -> Result<(), InitError>) -> Result<(), InitError> {
+fn write_in_root(
+    rootfd: &OwnedFd,
+    path: &str,
+    mode: u32,
+    data: &[u8],
+    owned: &dyn Fn(&OwnedFd, &str) -> Result<(), InitError>,
+) -> Result<(), InitError> {
     match sys::unlink_in_root(rootfd, path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(InitError { step: format!("replace {path}"), source: e }),
+        Err(e) => {
+            return Err(InitError {
+                step: format!("replace {path}"),
+                source: e,
+            })
+        }
     }
-    let fd = sys::open_in_root(rootfd, path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW, mode).step(|| format!("create {path}"))?;
+    let fd = sys::open_in_root(
+        rootfd,
+        path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        mode,
+    )
+    .step(|| format!("create {path}"))?;
     owned(&fd, path)?;
-    std::fs::File::from(fd).write_all(data).step(|| format!("write {path}"))
+    std::fs::File::from(fd)
+        .write_all(data)
+        .step(|| format!("write {path}"))
 }
 
 /// A mount target inside the root, resolved without leaving it; made if
 /// missing. Returned as a `/proc/self/fd` path valid while the helper lives.
 fn target_in_root(rootfd: &OwnedFd, path: &str, dir: bool) -> Result<PathBuf, InitError> {
-    let flags = if dir { libc::O_PATH | libc::O_DIRECTORY } else { libc::O_PATH };
+    let flags = if dir {
+        libc::O_PATH | libc::O_DIRECTORY
+    } else {
+        libc::O_PATH
+    };
     let fd = match sys::open_in_root(rootfd, path, flags, 0) {
         Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir => {
-            sys::open_in_root(rootfd, path, libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW, 0o755).step(|| format!("create {path}"))?
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !dir => sys::open_in_root(
+            rootfd,
+            path,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW,
+            0o755,
+        )
+        .step(|| format!("create {path}"))?,
+        Err(e) => {
+            return Err(InitError {
+                step: format!("open {path}"),
+                source: e,
+            })
         }
-        Err(e) => return Err(InitError { step: format!("open {path}"), source: e }),
     };
     let p = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     // The fd must stay open until the mount is made; the helper is short-lived.
@@ -304,14 +506,30 @@ fn target_in_root(rootfd: &OwnedFd, path: &str, dir: bool) -> Result<PathBuf, In
 fn write_id_maps(host_proc: &OwnedFd, pid: i32, base: u32) -> Result<(), InitError> {
     let map = format!("0 {base} 65536\n");
     for file in ["uid_map", "gid_map"] {
-        let fd = nix::fcntl::openat(host_proc, format!("{pid}/{file}").as_str(), nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).step(|| format!("open {file}"))?;
-        std::fs::File::from(fd).write_all(map.as_bytes()).step(|| format!("write {file}"))?;
+        let fd = nix::fcntl::openat(
+            host_proc,
+            format!("{pid}/{file}").as_str(),
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .step(|| format!("open {file}"))?;
+        std::fs::File::from(fd)
+            .write_all(map.as_bytes())
+            .step(|| format!("write {file}"))?;
     }
     Ok(())
 }
 
 /// The sandbox's PID 1 until it execs envd. Returns only on failure.
-fn child(spec: &InitSpec, root: &Path, targets: &ChildTargets, log: &OwnedFd, filters: &[seccompiler::BpfProgram], from_parent: OwnedFd, report: &mut std::fs::File) -> InitError {
+fn child(
+    spec: &InitSpec,
+    root: &Path,
+    targets: &ChildTargets,
+    log: &OwnedFd,
+    filters: &[seccompiler::BpfProgram],
+    from_parent: OwnedFd,
+    report: &mut std::fs::File,
+) -> InitError {
     match child_steps(spec, root, targets, log, filters, from_parent, report) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -320,10 +538,24 @@ fn child(spec: &InitSpec, root: &Path, targets: &ChildTargets, log: &OwnedFd, fi
 
 enum Never {}
 
-fn child_steps(spec: &InitSpec, root: &Path, targets: &ChildTargets, log: &OwnedFd, filters: &[seccompiler::BpfProgram], from_parent: OwnedFd, report: &mut std::fs::File) -> Result<Never, InitError> {
+fn child_steps(
+    spec: &InitSpec,
+    root: &Path,
+    targets: &ChildTargets,
+    log: &OwnedFd,
+    filters: &[seccompiler::BpfProgram],
+    from_parent: OwnedFd,
+    report: &mut std::fs::File,
+) -> Result<Never, InitError> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mnt("proc", &targets.proc, "proc", flags, None)?;
-    mnt("sysfs", &targets.sys, "sysfs", flags | MsFlags::MS_RDONLY, None)?;
+    mnt(
+        "sysfs",
+        &targets.sys,
+        "sysfs",
+        flags | MsFlags::MS_RDONLY,
+        None,
+    )?;
 
     nix::unistd::chdir(root).step(|| "chdir root".into())?;
     nix::unistd::pivot_root(".", ".").step(|| "pivot_root".into())?;
@@ -333,9 +565,13 @@ fn child_steps(spec: &InitSpec, root: &Path, targets: &ChildTargets, log: &Owned
     nix::unistd::chdir("/").step(|| "chdir /".into())?;
 
     unshare(CloneFlags::CLONE_NEWUSER).step(|| "unshare user namespace".into())?;
-    report.write_all(b"U").step(|| "report user namespace".into())?;
+    report
+        .write_all(b"U")
+        .step(|| "report user namespace".into())?;
     let mut go = [0u8; 1];
-    let n = std::fs::File::from(from_parent).read(&mut go).step(|| "wait for id maps".into())?;
+    let n = std::fs::File::from(from_parent)
+        .read(&mut go)
+        .step(|| "wait for id maps".into())?;
     if n != 1 {
         return Err(other("wait for id maps", "the helper went away"));
     }
@@ -344,28 +580,54 @@ fn child_steps(spec: &InitSpec, root: &Path, targets: &ChildTargets, log: &Owned
     let zero_uid = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(zero_gid, zero_gid, zero_gid).step(|| "setresgid 0".into())?;
     nix::unistd::setresuid(zero_uid, zero_uid, zero_uid).step(|| "setresuid 0".into())?;
-    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC).step(|| "unshare uts/ipc namespaces".into())?;
+    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .step(|| "unshare uts/ipc namespaces".into())?;
     nix::unistd::sethostname(&spec.hostname).step(|| "sethostname".into())?;
 
     // stdio: nothing in, envd's output to the host-side log; fd 3: ready.
     sys::dup2(1, 3).step(|| "ready fd".into())?;
-    let null = sys::open_path(Path::new("/dev/null"), libc::O_RDONLY).step(|| "open /dev/null".into())?;
+    let null =
+        sys::open_path(Path::new("/dev/null"), libc::O_RDONLY).step(|| "open /dev/null".into())?;
     sys::dup2(null.as_raw_fd(), 0).step(|| "stdin".into())?;
     sys::dup2(log.as_raw_fd(), 1).step(|| "stdout".into())?;
     sys::dup2(log.as_raw_fd(), 2).step(|| "stderr".into())?;
     // Everything else closes at exec (the report pipe too, which tells the helper the exec happened).
     // SAFETY: plain syscall on a descriptor range.
     if unsafe { libc::close_range(4, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) } != 0 {
-        return Err(InitError { step: "close_range".into(), source: io::Error::last_os_error() });
+        return Err(InitError {
+            step: "close_range".into(),
+            source: io::Error::last_os_error(),
+        });
     }
 
     let prog = CString::new(ENVD_PATH).expect("no NUL");
     let port = spec.envd_port.to_string();
-    let args: Vec<CString> = ["envd", "--port", &port, "--init-file", INIT_FILE, "--ready-fd", "3"].iter().map(|a| CString::new(*a).expect("no NUL")).collect();
-    let env: Vec<CString> = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"].iter().map(|a| CString::new(*a).expect("no NUL")).collect();
+    let args: Vec<CString> = [
+        "envd",
+        "--port",
+        &port,
+        "--init-file",
+        INIT_FILE,
+        "--ready-fd",
+        "3",
+    ]
+    .iter()
+    .map(|a| CString::new(*a).expect("no NUL"))
+    .collect();
+    let env: Vec<CString> = [
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "LANG=C.UTF-8",
+    ]
+    .iter()
+    .map(|a| CString::new(*a).expect("no NUL"))
+    .collect();
     crate::seccomp::install(filters).map_err(|e| other("seccomp", e.to_string()))?;
     let e = nix::unistd::execve(&prog, &args, &env).unwrap_err();
-    Err(InitError { step: format!("exec {ENVD_PATH}"), source: e.into() })
+    Err(InitError {
+        step: format!("exec {ENVD_PATH}"),
+        source: e.into(),
+    })
 }
 
 /// The helper's first line on stdout: `pid <n>`.

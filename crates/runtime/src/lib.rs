@@ -112,13 +112,19 @@ pub enum RuntimeError {
 
 impl From<templates::TemplateError> for RuntimeError {
     fn from(e: templates::TemplateError) -> Self {
-        RuntimeError::Io { context: "template store".into(), source: std::io::Error::other(e.to_string()) }
+        RuntimeError::Io {
+            context: "template store".into(),
+            source: std::io::Error::other(e.to_string()),
+        }
     }
 }
 
 impl From<cgroup::CgroupError> for RuntimeError {
     fn from(e: cgroup::CgroupError) -> Self {
-        RuntimeError::Io { context: format!("cgroup {}", e.path.display()), source: e.source }
+        RuntimeError::Io {
+            context: format!("cgroup {}", e.path.display()),
+            source: e.source,
+        }
     }
 }
 
@@ -138,6 +144,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// deployment implements it over the shared catalog.
 pub trait Catalog: Send + Sync + 'static {
     fn lookup(&self, id: &str) -> Option<Route>;
-    fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>>;
+    fn dial<'a>(
+        &'a self,
+        id: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>>;
 }
-

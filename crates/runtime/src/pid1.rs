@@ -26,7 +26,9 @@ impl Pid1 {
         let fd = pidfd.clone();
         // SAFETY: ArcFd keeps the pidfd open (it shares ownership) for as long
         // as the AsyncFd lives, and always returns that same descriptor.
-        let watched = unsafe { AsyncFd::register_with_interest(ArcFd(fd), tokio::io::Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+        let watched =
+            unsafe { AsyncFd::register_with_interest(ArcFd(fd), tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
         tokio::spawn(async move {
             loop {
                 match watched.readable().await {
@@ -49,7 +51,11 @@ impl Pid1 {
             }
             let _ = tx.send(true);
         });
-        Ok(Self { pid, pidfd, exited: rx })
+        Ok(Self {
+            pid,
+            pidfd,
+            exited: rx,
+        })
     }
 
     pub fn has_exited(&self) -> bool {

@@ -16,7 +16,10 @@ use crate::cgroup::{Cgroup, Hierarchy, Limits};
 use crate::init::{InitSpec, INIT_ARG, INIT_FILE};
 use crate::pid1::Pid1;
 use crate::templates::TemplateStore;
-use crate::{BoxFuture, Catalog, DialError, Metrics, Route, RuntimeConfig, RuntimeError, SandboxInfo, SandboxSpec};
+use crate::{
+    BoxFuture, Catalog, DialError, Metrics, Route, RuntimeConfig, RuntimeError, SandboxInfo,
+    SandboxSpec,
+};
 
 /// envd's port inside every sandbox.
 pub const ENVD_PORT: u16 = 49983;
@@ -39,7 +42,13 @@ pub struct RuntimeOptions {
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
-        Self { helper_exe: None, create_timeout: Duration::from_secs(20), pids_max: 1024, seccomp: true, hostname: "sandbox".into() }
+        Self {
+            helper_exe: None,
+            create_timeout: Duration::from_secs(20),
+            pids_max: 1024,
+            seccomp: true,
+            hostname: "sandbox".into(),
+        }
     }
 }
 
@@ -98,29 +107,53 @@ struct Partial {
 impl Runtime {
     /// Starts the runtime on the node network: opens the template store and
     /// cleans what a previous process of the same instance left.
-    pub async fn start(config: RuntimeConfig, net: Arc<Network>) -> Result<Arc<Self>, RuntimeError> {
+    pub async fn start(
+        config: RuntimeConfig,
+        net: Arc<Network>,
+    ) -> Result<Arc<Self>, RuntimeError> {
         Self::start_with(config, Some(net), RuntimeOptions::default()).await
     }
 
     /// Like [`start`](Self::start); with `net: None` every sandbox gets a
     /// private network namespace with loopback only (no internet), for
     /// machines or tests without the node network.
-    pub async fn start_with(config: RuntimeConfig, net: Option<Arc<Network>>, options: RuntimeOptions) -> Result<Arc<Self>, RuntimeError> {
-        if config.instance.is_empty() || !config.instance.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(RuntimeError::Start(format!("invalid instance name '{}'", config.instance)));
+    pub async fn start_with(
+        config: RuntimeConfig,
+        net: Option<Arc<Network>>,
+        options: RuntimeOptions,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        if config.instance.is_empty()
+            || !config
+                .instance
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(RuntimeError::Start(format!(
+                "invalid instance name '{}'",
+                config.instance
+            )));
         }
         let helper = match &options.helper_exe {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(io("find the running executable"))?,
         };
         if !config.envd_bin.is_file() {
-            return Err(RuntimeError::Start(format!("envd binary {} not found", config.envd_bin.display())));
+            return Err(RuntimeError::Start(format!(
+                "envd binary {} not found",
+                config.envd_bin.display()
+            )));
         }
         let store = TemplateStore::open(&config.templates_dir)?;
         let cgroups = Hierarchy::detect()?;
         let sandboxes_dir = config.data_dir.join("sandboxes");
-        std::fs::create_dir_all(&sandboxes_dir).map_err(io(format!("create {}", sandboxes_dir.display())))?;
-        let (instance, dir, hier, st) = (config.instance.clone(), sandboxes_dir.clone(), cgroups.clone(), store.clone());
+        std::fs::create_dir_all(&sandboxes_dir)
+            .map_err(io(format!("create {}", sandboxes_dir.display())))?;
+        let (instance, dir, hier, st) = (
+            config.instance.clone(),
+            sandboxes_dir.clone(),
+            cgroups.clone(),
+            store.clone(),
+        );
         let left = tokio::task::spawn_blocking(move || {
             let left = crate::cleanup::clean(&instance, &dir, &hier);
             st.remove_retired();
@@ -129,13 +162,27 @@ impl Runtime {
         .await
         .map_err(|e| RuntimeError::Start(format!("startup cleanup panicked: {e}")))?;
         if left.cgroups + left.mounts + left.dirs > 0 {
-            tracing::info!(cgroups = left.cgroups, mounts = left.mounts, dirs = left.dirs, "removed leftovers of a previous run");
+            tracing::info!(
+                cgroups = left.cgroups,
+                mounts = left.mounts,
+                dirs = left.dirs,
+                "removed leftovers of a previous run"
+            );
         }
         let net = match net {
             Some(n) => NetMode::Node(n),
             None => NetMode::Private,
         };
-        Ok(Arc::new_cyclic(|this| Self { config, options, net, store, cgroups, helper, sandboxes: Mutex::new(HashMap::new()), this: this.clone() }))
+        Ok(Arc::new_cyclic(|this| Self {
+            config,
+            options,
+            net,
+            store,
+            cgroups,
+            helper,
+            sandboxes: Mutex::new(HashMap::new()),
+            this: this.clone(),
+        }))
     }
 
     pub fn templates(&self) -> &TemplateStore {
@@ -149,9 +196,15 @@ impl Runtime {
     /// Makes a sandbox; returns once envd inside accepts connections.
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
         if !valid_id(&spec.id) {
-            return Err(RuntimeError::Start(format!("invalid sandbox id '{}'", spec.id)));
+            return Err(RuntimeError::Start(format!(
+                "invalid sandbox id '{}'",
+                spec.id
+            )));
         }
-        let template = self.store.get(&spec.template)?.ok_or_else(|| RuntimeError::TemplateNotFound(spec.template.clone()))?;
+        let template = self
+            .store
+            .get(&spec.template)?
+            .ok_or_else(|| RuntimeError::TemplateNotFound(spec.template.clone()))?;
         if template.meta.uid_base != self.config.uid_base {
             return Err(RuntimeError::Start(format!(
                 "template '{}' was built for uid base {}, this runtime maps to {}: rebuild it",
@@ -177,21 +230,36 @@ impl Runtime {
             }
         };
         let info = sandbox.info.clone();
-        self.sandboxes.lock().unwrap().insert(spec.id.clone(), Slot::Live(sandbox.clone()));
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .insert(spec.id.clone(), Slot::Live(sandbox.clone()));
         self.watch_exit(sandbox);
         tracing::debug!(id = %spec.id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox ready");
         Ok(info)
     }
 
-    async fn launch(&self, spec: &SandboxSpec, lower: &Path, partial: &mut Partial) -> Result<Sandbox, RuntimeError> {
+    async fn launch(
+        &self,
+        spec: &SandboxSpec,
+        lower: &Path,
+        partial: &mut Partial,
+    ) -> Result<Sandbox, RuntimeError> {
         let t_start = Instant::now();
         let dir = self.sandbox_dir(&spec.id);
         partial.dir = Some(dir.clone());
         for sub in ["root", "rw"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(io(format!("create {}", dir.join(sub).display())))?;
+            std::fs::create_dir_all(dir.join(sub))
+                .map_err(io(format!("create {}", dir.join(sub).display())))?;
         }
-        let limits = Limits { memory_bytes: spec.memory_mb.max(16) << 20, cpus: spec.cpu_count.max(1), pids_max: self.options.pids_max };
-        let cgroup = self.cgroups.create(&self.config.instance, &spec.id, limits)?;
+        let limits = Limits {
+            memory_bytes: spec.memory_mb.max(16) << 20,
+            cpus: spec.cpu_count.max(1),
+            pids_max: self.options.pids_max,
+        };
+        let cgroup = self
+            .cgroups
+            .create(&self.config.instance, &spec.id, limits)?;
         partial.cgroup = Some(cgroup.clone());
         let net = match &self.net {
             NetMode::Node(n) => Some(n.acquire(&spec.egress).await?),
@@ -217,11 +285,12 @@ impl Runtime {
             envd_bin: self.config.envd_bin.clone(),
             envd_port: ENVD_PORT,
             init_json: init_json.to_string(),
-            cgroup_procs: cgroup.procs_files(),
+            cgroup_join: cgroup.join_files(),
             seccomp: self.options.seccomp,
         };
         let t_prepared = Instant::now();
-        let input = serde_json::to_vec(&init).map_err(|e| RuntimeError::Start(format!("encode the helper spec: {e}")))?;
+        let input = serde_json::to_vec(&init)
+            .map_err(|e| RuntimeError::Start(format!("encode the helper spec: {e}")))?;
 
         let mut helper = tokio::process::Command::new(&self.helper)
             .arg(INIT_ARG)
@@ -230,7 +299,10 @@ impl Runtime {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .map_err(io(format!("run the sandbox helper {}", self.helper.display())))?;
+            .map_err(io(format!(
+                "run the sandbox helper {}",
+                self.helper.display()
+            )))?;
         let mut stdin = helper.stdin.take().expect("piped");
         let mut stdout = BufReader::new(helper.stdout.take().expect("piped"));
         let mut stderr = helper.stderr.take().expect("piped");
@@ -254,13 +326,22 @@ impl Runtime {
             Err(_) => {
                 let _ = helper.start_kill();
                 let _ = helper.wait().await;
-                return Err(RuntimeError::Start(format!("the sandbox helper did not start within {:?}", self.options.create_timeout)));
+                return Err(RuntimeError::Start(format!(
+                    "the sandbox helper did not start within {:?}",
+                    self.options.create_timeout
+                )));
             }
         };
         let Some(pid) = crate::init::parse_pid_line(&line) else {
-            let status = helper.wait().await.map_err(io("wait for the sandbox helper"))?;
+            let status = helper
+                .wait()
+                .await
+                .map_err(io("wait for the sandbox helper"))?;
             let msg = errors.await.unwrap_or_default();
-            return Err(RuntimeError::Start(format!("sandbox helper failed ({status}): {}", msg.trim())));
+            return Err(RuntimeError::Start(format!(
+                "sandbox helper failed ({status}): {}",
+                msg.trim()
+            )));
         };
         partial.pid1 = Some(Pid1::adopt(pid).map_err(io("watch the sandbox's init"))?);
         let t_forked = Instant::now();
@@ -281,11 +362,22 @@ impl Runtime {
             Ok(Ok(1)) if helper_failed.is_none() => {}
             Ok(Ok(_)) | Ok(Err(_)) => {
                 let msg = errors.await.unwrap_or_default();
-                let msg = if msg.trim().is_empty() { format!("envd exited before it was ready; its log: {}", log_tail(&dir)) } else { msg.trim().to_string() };
+                let msg = if msg.trim().is_empty() {
+                    format!(
+                        "envd exited before it was ready; its log: {}",
+                        log_tail(&dir)
+                    )
+                } else {
+                    msg.trim().to_string()
+                };
                 return Err(RuntimeError::Start(msg));
             }
             Err(_) => {
-                return Err(RuntimeError::Start(format!("envd was not ready within {:?}; its log: {}", self.options.create_timeout, log_tail(&dir))));
+                return Err(RuntimeError::Start(format!(
+                    "envd was not ready within {:?}; its log: {}",
+                    self.options.create_timeout,
+                    log_tail(&dir)
+                )));
             }
         }
 
@@ -296,11 +388,18 @@ impl Runtime {
             envd_ms = t_forked.elapsed().as_secs_f64() * 1e3,
             "sandbox phases"
         );
-        let root = crate::sys::open_path(Path::new(&format!("/proc/{pid}/root")), libc::O_PATH | libc::O_DIRECTORY).map_err(io("open the sandbox root"))?;
+        let root = crate::sys::open_path(
+            Path::new(&format!("/proc/{pid}/root")),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(io("open the sandbox root"))?;
         if let Err(e) = crate::sys::unlink_in_root(&root, INIT_FILE) {
             tracing::warn!(id = %spec.id, error = %e, "could not remove envd's init file");
         }
-        let netns = Arc::new(crate::sys::open_path(Path::new(&format!("/proc/{pid}/ns/net")), libc::O_RDONLY).map_err(io("open the sandbox's network namespace"))?);
+        let netns = Arc::new(
+            crate::sys::open_path(Path::new(&format!("/proc/{pid}/ns/net")), libc::O_RDONLY)
+                .map_err(io("open the sandbox's network namespace"))?,
+        );
         let cpu_ns = cgroup.usage().map(|u| u.cpu_ns).unwrap_or(0);
         let pid1 = partial.pid1.take().expect("set above");
         partial.dir = None;
@@ -391,7 +490,12 @@ impl Runtime {
         if !sandbox.pid1.kill_and_wait(Duration::from_secs(10)).await {
             tracing::warn!(id = %sandbox.info.id, "sandbox init did not exit after SIGKILL");
         }
-        self.release(Some(sandbox.cgroup.clone()), Some(sandbox.dir.clone()), sandbox.net.clone()).await;
+        self.release(
+            Some(sandbox.cgroup.clone()),
+            Some(sandbox.dir.clone()),
+            sandbox.net.clone(),
+        )
+        .await;
     }
 
     /// Kills a sandbox: every process, its mounts (with its mount
@@ -435,7 +539,7 @@ impl Runtime {
                 Slot::Starting => None,
             })
             .collect();
-        out.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+        out.sort_by_key(|a| a.started_at);
         out
     }
 
@@ -451,7 +555,9 @@ impl Runtime {
 
     /// Resource use since the previous call (CPU) and now (memory, disk).
     pub fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
-        let sb = self.live(id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let sb = self
+            .live(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let usage = sb.cgroup.usage()?;
         let now = Instant::now();
         let cpu_used_pct = {
@@ -466,13 +572,14 @@ impl Runtime {
             }
         };
         // statfs of an overlay reports its upper layer: the sandbox's tmpfs.
-        let (disk_used, disk_total) = match nix::sys::statvfs::statvfs(format!("/proc/{}/root", sb.pid1.pid).as_str()) {
-            Ok(st) => {
-                let frag = st.fragment_size();
-                ((st.blocks() - st.blocks_free()) * frag, st.blocks() * frag)
-            }
-            Err(e) => return Err(io("statfs the sandbox root")(e.into())),
-        };
+        let (disk_used, disk_total) =
+            match nix::sys::statvfs::statvfs(format!("/proc/{}/root", sb.pid1.pid).as_str()) {
+                Ok(st) => {
+                    let frag = st.fragment_size();
+                    ((st.blocks() - st.blocks_free()) * frag, st.blocks() * frag)
+                }
+                Err(e) => return Err(io("statfs the sandbox root")(e.into())),
+            };
         Ok(Metrics {
             cpu_count: sb.info.cpu_count,
             cpu_used_pct,
@@ -490,10 +597,14 @@ impl Runtime {
     }
 
     pub async fn set_egress(&self, id: &str, policy: EgressPolicy) -> Result<(), RuntimeError> {
-        let sb = self.live(id).ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let sb = self
+            .live(id)
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         match (&self.net, &sb.net) {
             (NetMode::Node(n), Some(net)) => Ok(n.set_policy(net, &policy).await?),
-            _ => Err(RuntimeError::Net(NetError::Setup("this runtime runs sandboxes without the node network".into()))),
+            _ => Err(RuntimeError::Net(NetError::Setup(
+                "this runtime runs sandboxes without the node network".into(),
+            ))),
         }
     }
 
@@ -501,7 +612,11 @@ impl Runtime {
     pub async fn shutdown(&self) {
         let all: Vec<Arc<Sandbox>> = {
             let mut map = self.sandboxes.lock().unwrap();
-            let ids: Vec<String> = map.iter().filter(|(_, s)| matches!(s, Slot::Live(_))).map(|(k, _)| k.clone()).collect();
+            let ids: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| matches!(s, Slot::Live(_)))
+                .map(|(k, _)| k.clone())
+                .collect();
             ids.iter()
                 .filter_map(|id| match map.remove(id) {
                     Some(Slot::Live(s)) => Some(s),
@@ -515,12 +630,23 @@ impl Runtime {
 }
 
 fn valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn log_tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("envd.log")).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(10)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     if tail.is_empty() {
         "(empty)".into()
     } else {
@@ -533,7 +659,11 @@ impl Catalog for Runtime {
         self.live(id).map(|s| s.route.clone())
     }
 
-    fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>> {
+    fn dial<'a>(
+        &'a self,
+        id: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>> {
         Box::pin(async move {
             let sb = self.live(id).ok_or(DialError::NotFound)?;
             let result = match (&self.net, &sb.net) {

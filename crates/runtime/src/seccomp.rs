@@ -9,7 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use seccompiler::{BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
@@ -75,26 +78,43 @@ const DENIED: &[libc::c_long] = &[
 
 /// The filter for the current architecture, ready to install.
 pub fn filters() -> Result<Vec<BpfProgram>, SeccompError> {
-    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|_| SeccompError::Arch(std::env::consts::ARCH.to_string()))?;
+    let arch = TargetArch::try_from(std::env::consts::ARCH)
+        .map_err(|_| SeccompError::Arch(std::env::consts::ARCH.to_string()))?;
 
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|&nr| (nr as i64, Vec::new())).collect();
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        DENIED.iter().map(|&nr| (nr, Vec::new())).collect();
     // New user namespaces would hand the sandbox a fresh set of capabilities
     // over new mount namespaces: refuse them in unshare and clone.
     let newuser = libc::CLONE_NEWUSER as u64;
-    let newuser_at = |arg| SeccompRule::new(vec![SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::MaskedEq(newuser), newuser)?]);
-    rules.insert(libc::SYS_unshare as i64, vec![newuser_at(0)?]);
-    rules.insert(libc::SYS_clone as i64, vec![newuser_at(0)?]);
-    let deny = SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch)?;
+    let newuser_at = |arg| {
+        SeccompRule::new(vec![SeccompCondition::new(
+            arg,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(newuser),
+            newuser,
+        )?])
+    };
+    rules.insert(libc::SYS_unshare, vec![newuser_at(0)?]);
+    rules.insert(libc::SYS_clone, vec![newuser_at(0)?]);
+    let deny = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EPERM as u32),
+        arch,
+    )?;
 
     // clone3 passes its flags in memory, where a filter cannot look: answer
     // ENOSYS so that libc falls back to clone, which is filtered above.
     let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3 as i64, Vec::new())]),
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
         SeccompAction::Allow,
         SeccompAction::Errno(libc::ENOSYS as u32),
         arch,
     )?;
-    Ok(vec![BpfProgram::try_from(deny)?, BpfProgram::try_from(clone3)?])
+    Ok(vec![
+        BpfProgram::try_from(deny)?,
+        BpfProgram::try_from(clone3)?,
+    ])
 }
 
 /// Installs `programs` on the calling thread (without `no_new_privs`).
@@ -106,7 +126,14 @@ pub fn install(programs: &[BpfProgram]) -> Result<(), SeccompError> {
             filter: program.as_ptr() as *mut libc::sock_filter,
         };
         // SAFETY: prog points to a valid BPF program for the call's duration.
-        let ret = unsafe { libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER, 0, &prog as *const libc::sock_fprog) };
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            )
+        };
         if ret != 0 {
             return Err(SeccompError::Install(std::io::Error::last_os_error()));
         }

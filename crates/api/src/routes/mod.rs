@@ -4,10 +4,10 @@ mod list;
 mod sandboxes;
 mod unsupported;
 
+use axum::http::HeaderName;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{middleware, Router};
-use axum::http::HeaderName;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
 
@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/pause", post(unsupported::pause))
         .route("/sandboxes/{id}/resume", post(unsupported::resume))
         .merge(unsupported::template_routes())
+        .merge(unsupported::missing_feature_routes())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             crate::auth::require_api_key,

@@ -21,6 +21,35 @@ async fn templates() -> ApiError {
     )
 }
 
+async fn snapshots() -> ApiError {
+    ApiError::not_implemented(
+        "snapshots and forks are not supported yet: sandboxes cannot be paused or copied",
+    )
+}
+
+async fn volumes() -> ApiError {
+    ApiError::not_implemented("volumes are not supported yet")
+}
+
+async fn secrets() -> ApiError {
+    ApiError::not_implemented("secrets are not supported yet")
+}
+
+/// E2B routes of features sandbar lacks, so that SDK calls to them fail with
+/// a message instead of a 404 the SDKs would read as "sandbox not found".
+pub fn missing_feature_routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandboxes/{id}/fork", any(snapshots))
+        .route("/sandboxes/{id}/snapshots", any(snapshots))
+        .route("/snapshots", any(snapshots))
+        .route("/snapshots/{*rest}", any(snapshots))
+        .route("/volumes", any(volumes))
+        .route("/volumes/{*rest}", any(volumes))
+        .route("/volumecontent/{*rest}", any(volumes))
+        .route("/secrets", any(secrets))
+        .route("/secrets/{*rest}", any(secrets))
+}
+
 pub fn template_routes() -> Router<AppState> {
     let t = || -> MethodRouter<AppState> { any(templates) };
     Router::new()

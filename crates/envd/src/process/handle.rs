@@ -8,7 +8,7 @@ use bytes::Bytes;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use sandbar_proto::process::ProcessConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -19,8 +19,10 @@ use crate::reaper::ExitStatus;
 /// Events buffered per attached stream before the output pump waits for it
 /// (back-pressure to the process, like a pipe).
 const SUBSCRIBER_BUFFER: usize = 64;
-/// Largest chunk read from a pipe or the PTY at once.
+/// Largest chunk read from a pipe at once.
 const READ_CHUNK: usize = 32 * 1024;
+/// Largest chunk read from a PTY at once (terminal output comes in small bursts).
+const PTY_READ_CHUNK: usize = 16 * 1024;
 /// After the process exits, output still in the pipes is drained until the
 /// pipe is quiet this long: a background child may hold it open for good.
 const DRAIN_IDLE: Duration = Duration::from_millis(20);
@@ -96,15 +98,18 @@ impl Process {
                     None => Input::None,
                 },
                 vec![
-                    Reader::new(Box::new(stdout), Output::Stdout),
-                    Reader::new(Box::new(stderr), Output::Stderr),
+                    Reader::new(Source::Pipe(stdout), Output::Stdout),
+                    Reader::new(Source::Pipe(stderr), Output::Stderr),
                 ],
             ),
             ChildIo::Pty(pty) => {
                 let (read, write) = pty.into_split();
                 (
                     Input::Pty(tokio::sync::Mutex::new(write)),
-                    vec![Reader::new(Box::new(read), Output::Pty)],
+                    vec![Reader::new(
+                        Source::Pty(read, vec![0u8; PTY_READ_CHUNK]),
+                        Output::Pty,
+                    )],
                 )
             }
         };
@@ -228,28 +233,58 @@ impl Process {
     }
 }
 
+/// Where output comes from.
+enum Source {
+    Pipe(pipe::Receiver),
+    Pty(pty_process::OwnedReadPty, Vec<u8>),
+}
+
+impl Source {
+    /// The next chunk; `None` at end of file.
+    async fn read_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        match self {
+            // Waiting for readability before taking a buffer keeps an idle
+            // process from pinning a read buffer per pipe.
+            Self::Pipe(pipe) => loop {
+                pipe.readable().await?;
+                let mut buf = vec![0u8; READ_CHUNK];
+                match pipe.try_read(&mut buf) {
+                    Ok(0) => return Ok(None),
+                    Ok(n) => return Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            },
+            // The PTY half only offers AsyncRead, so it keeps its buffer.
+            Self::Pty(pty, buf) => match pty.read(buf).await? {
+                0 => Ok(None),
+                n => Ok(Some(Bytes::copy_from_slice(&buf[..n]))),
+            },
+        }
+    }
+}
+
 struct Reader {
-    source: Box<dyn AsyncRead + Send + Unpin>,
+    source: Source,
     wrap: fn(Bytes) -> Output,
 }
 
 impl Reader {
-    fn new(source: Box<dyn AsyncRead + Send + Unpin>, wrap: fn(Bytes) -> Output) -> Self {
+    fn new(source: Source, wrap: fn(Bytes) -> Output) -> Self {
         Self { source, wrap }
     }
 
     async fn run(mut self, process: Arc<Process>, mut exited: watch::Receiver<bool>) {
-        let mut buf = vec![0u8; READ_CHUNK];
         let mut draining = false;
         loop {
             let read = if draining {
-                match tokio::time::timeout(DRAIN_IDLE, self.source.read(&mut buf)).await {
+                match tokio::time::timeout(DRAIN_IDLE, self.source.read_chunk()).await {
                     Ok(read) => read,
                     Err(_) => break,
                 }
             } else {
                 tokio::select! {
-                    read = self.source.read(&mut buf) => read,
+                    read = self.source.read_chunk() => read,
                     _ = exited.wait_for(|e| *e) => {
                         draining = true;
                         continue;
@@ -257,9 +292,8 @@ impl Reader {
                 }
             };
             match read {
-                Ok(0) => break,
-                Ok(n) => {
-                    let chunk = Bytes::copy_from_slice(&buf[..n]);
+                Ok(None) => break,
+                Ok(Some(chunk)) => {
                     process.publish(Event::Data((self.wrap)(chunk))).await;
                 }
                 // A PTY master reads EIO once no process holds the terminal.

@@ -3,6 +3,9 @@
 
 fn main() {
     sandbar_runtime::init::main_if_requested();
-    eprintln!("usage: sandbar-sandbox-init {} < spec.json (started by the sandbar runtime)", sandbar_runtime::init::INIT_ARG);
+    eprintln!(
+        "usage: sandbar-sandbox-init {} < spec.json (started by the sandbar runtime)",
+        sandbar_runtime::init::INIT_ARG
+    );
     std::process::exit(2);
 }

@@ -90,7 +90,9 @@ impl TemplateStore {
         }
         let path = self.dir.join(name).join(META);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| TemplateError::Meta(path, e)),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| TemplateError::Meta(path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err(format!("read {}", path.display()))(e)),
         }
@@ -99,7 +101,9 @@ impl TemplateStore {
     /// The template called `name`, aliases resolved; `None` if it is not
     /// (completely) there.
     pub fn get(&self, name: &str) -> Result<Option<Template>, TemplateError> {
-        let Some(meta) = self.read_meta(name)? else { return Ok(None) };
+        let Some(meta) = self.read_meta(name)? else {
+            return Ok(None);
+        };
         let target = match &meta.alias_of {
             Some(of) => match self.read_meta(of)? {
                 Some(t) if t.alias_of.is_none() => of.clone(),
@@ -112,7 +116,13 @@ impl TemplateStore {
             return Ok(None);
         }
         let meta = match &meta.alias_of {
-            Some(of) => TemplateMeta { uid_base: self.read_meta(of)?.map(|m| m.uid_base).unwrap_or(meta.uid_base), ..meta },
+            Some(of) => TemplateMeta {
+                uid_base: self
+                    .read_meta(of)?
+                    .map(|m| m.uid_base)
+                    .unwrap_or(meta.uid_base),
+                ..meta
+            },
             None => meta,
         };
         Ok(Some(Template { meta, rootfs }))
@@ -121,7 +131,10 @@ impl TemplateStore {
     /// Every template in the store, by name.
     pub fn list(&self) -> Result<Vec<TemplateMeta>, TemplateError> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(io_err(format!("list {}", self.dir.display())))?.flatten() {
+        for entry in std::fs::read_dir(&self.dir)
+            .map_err(io_err(format!("list {}", self.dir.display())))?
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if let Some(t) = self.get(&name)? {
                 out.push(t.meta);
@@ -140,16 +153,28 @@ impl TemplateStore {
 
     /// Whether the built-in template `name` exists and matches its recipe.
     pub fn is_current(&self, name: &str, uid_base: u32) -> bool {
-        let target = recipe::ALIASES.iter().find(|(n, _, _)| *n == name).map(|(_, of, _)| *of).unwrap_or(name);
-        let Some(recipe) = recipe::builtin(target) else { return false };
+        let target = recipe::ALIASES
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, of, _)| *of)
+            .unwrap_or(name);
+        let Some(recipe) = recipe::builtin(target) else {
+            return false;
+        };
         matches!(self.get(name), Ok(Some(t)) if t.meta.uid_base == uid_base && self.read_meta(target).ok().flatten().is_some_and(|m| m.recipe_hash == recipe.hash(uid_base)))
     }
 
     /// Builds the built-in template `name` (and what it aliases) unless it is
     /// current. Blocking, minutes on a first build: call it from a blocking
     /// thread. `progress` receives the builder's output lines.
-    pub fn build_builtin(&self, name: &str, uid_base: u32, progress: &(dyn Fn(&str) + Sync)) -> Result<Template, TemplateError> {
-        if let Some((alias, of, description)) = recipe::ALIASES.iter().find(|(n, _, _)| *n == name) {
+    pub fn build_builtin(
+        &self,
+        name: &str,
+        uid_base: u32,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Template, TemplateError> {
+        if let Some((alias, of, description)) = recipe::ALIASES.iter().find(|(n, _, _)| *n == name)
+        {
             self.build_builtin(of, uid_base, progress)?;
             let meta = TemplateMeta {
                 name: alias.to_string(),
@@ -159,14 +184,21 @@ impl TemplateStore {
                 uid_base,
                 alias_of: Some(of.to_string()),
             };
-            if self.read_meta(alias)?.is_none_or(|m| m.alias_of.as_deref() != Some(of)) {
+            if self
+                .read_meta(alias)?
+                .is_none_or(|m| m.alias_of.as_deref() != Some(of))
+            {
                 let dir = self.dir.join(alias);
-                std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
+                std::fs::create_dir_all(&dir)
+                    .map_err(io_err(format!("create {}", dir.display())))?;
                 write_meta_atomic(&dir, &meta)?;
             }
-            return self.get(alias)?.ok_or_else(|| TemplateError::UnknownBuiltin(name.to_string()));
+            return self
+                .get(alias)?
+                .ok_or_else(|| TemplateError::UnknownBuiltin(name.to_string()));
         }
-        let recipe = recipe::builtin(name).ok_or_else(|| TemplateError::UnknownBuiltin(name.to_string()))?;
+        let recipe =
+            recipe::builtin(name).ok_or_else(|| TemplateError::UnknownBuiltin(name.to_string()))?;
         let hash = recipe.hash(uid_base);
         if let Some(t) = self.get(name)? {
             if t.meta.recipe_hash == hash {
@@ -185,9 +217,17 @@ impl TemplateStore {
         Ok(built)
     }
 
-    fn build_recipe(&self, recipe: &Recipe, hash: &str, uid_base: u32, progress: &(dyn Fn(&str) + Sync)) -> Result<Template, TemplateError> {
+    fn build_recipe(
+        &self,
+        recipe: &Recipe,
+        hash: &str,
+        uid_base: u32,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Template, TemplateError> {
         let name = recipe.name;
-        let tmp = self.dir.join(format!(".build-{name}-{}", rand::random::<u32>()));
+        let tmp = self
+            .dir
+            .join(format!(".build-{name}-{}", rand::random::<u32>()));
         let result = self.build_into(recipe, &tmp, hash, uid_base, progress);
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -195,15 +235,28 @@ impl TemplateStore {
         let meta = result?;
         let dest = self.dir.join(name);
         if dest.exists() {
-            let retired = self.dir.join(format!(".retired-{name}-{}", rand::random::<u32>()));
-            std::fs::rename(&dest, &retired).map_err(io_err(format!("retire {}", dest.display())))?;
+            let retired = self
+                .dir
+                .join(format!(".retired-{name}-{}", rand::random::<u32>()));
+            std::fs::rename(&dest, &retired)
+                .map_err(io_err(format!("retire {}", dest.display())))?;
         }
         std::fs::rename(&tmp, &dest).map_err(io_err(format!("install {}", dest.display())))?;
         progress(&format!("template {name} built"));
-        Ok(Template { meta, rootfs: dest.join("rootfs") })
+        Ok(Template {
+            meta,
+            rootfs: dest.join("rootfs"),
+        })
     }
 
-    fn build_into(&self, recipe: &Recipe, tmp: &Path, hash: &str, uid_base: u32, progress: &(dyn Fn(&str) + Sync)) -> Result<TemplateMeta, TemplateError> {
+    fn build_into(
+        &self,
+        recipe: &Recipe,
+        tmp: &Path,
+        hash: &str,
+        uid_base: u32,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<TemplateMeta, TemplateError> {
         let rootfs = tmp.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_err(format!("create {}", rootfs.display())))?;
         let hook = tmp.join("customize.sh");
@@ -211,7 +264,12 @@ impl TemplateStore {
         let cache = self.dir.join(".cache").join("apt-archives");
         std::fs::create_dir_all(&cache).map_err(io_err(format!("create {}", cache.display())))?;
         let mirrors = Mirrors::from_host();
-        progress(&format!("building template {} from {} ({} packages)", recipe.name, mirrors.main, recipe.packages().len()));
+        progress(&format!(
+            "building template {} from {} ({} packages)",
+            recipe.name,
+            mirrors.main,
+            recipe.packages().len()
+        ));
 
         let mut child = Command::new("mmdebstrap")
             .args(recipe::mmdebstrap_args(recipe, &mirrors, &hook, &cache))
@@ -240,10 +298,17 @@ impl TemplateStore {
         });
         let status = child.wait().map_err(io_err("wait for mmdebstrap"))?;
         if !status.success() {
-            return Err(TemplateError::Build { status: status.to_string(), tail: tail.join("\n") });
+            return Err(TemplateError::Build {
+                status: status.to_string(),
+                tail: tail.join("\n"),
+            });
         }
         let stats = unpacked.map_err(io_err("unpack the root filesystem"))?;
-        progress(&format!("unpacked {} entries ({} MB), uids shifted by {uid_base}", stats.entries, stats.bytes / 1_000_000));
+        progress(&format!(
+            "unpacked {} entries ({} MB), uids shifted by {uid_base}",
+            stats.entries,
+            stats.bytes / 1_000_000
+        ));
         let _ = std::fs::remove_file(&hook);
         let meta = TemplateMeta {
             name: recipe.name.to_string(),
@@ -260,7 +325,9 @@ impl TemplateStore {
     /// Removes replaced templates. Only safe when no sandbox of this store
     /// runs (the runtime calls it at start, after cleaning up).
     pub fn remove_retired(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
             if n.starts_with(".retired-") || n.starts_with(".build-") {
@@ -276,12 +343,18 @@ fn write_meta_atomic(dir: &Path, meta: &TemplateMeta) -> Result<(), TemplateErro
     let tmp = dir.join(".template.json.tmp");
     let json = serde_json::to_vec_pretty(meta).expect("serializable");
     std::fs::write(&tmp, json).map_err(io_err(format!("write {}", tmp.display())))?;
-    std::fs::rename(&tmp, dir.join(META)).map_err(io_err(format!("write {}", dir.join(META).display())))
+    std::fs::rename(&tmp, dir.join(META))
+        .map_err(io_err(format!("write {}", dir.join(META).display())))
 }
 
 /// Template names are single path components of a safe alphabet.
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && !name.starts_with('.') && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 #[cfg(test)]

@@ -40,14 +40,25 @@ pub const ALIASES: &[(&str, &str, &str)] = &[(
 
 impl Recipe {
     pub fn packages(&self) -> Vec<&'static str> {
-        self.packages.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
+        self.packages
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect()
     }
 
     /// Changes whenever the resulting root filesystem would: recipe files,
     /// suite, builder, and the uid range files are shifted to.
     pub fn hash(&self, uid_base: u32) -> String {
         let mut h = Sha256::new();
-        for part in [BUILDER_VERSION, SUITE, self.name, self.packages, self.customize, &uid_base.to_string()] {
+        for part in [
+            BUILDER_VERSION,
+            SUITE,
+            self.name,
+            self.packages,
+            self.customize,
+            &uid_base.to_string(),
+        ] {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
@@ -68,7 +79,10 @@ pub struct Mirrors {
 
 impl Default for Mirrors {
     fn default() -> Self {
-        Self { main: "http://deb.debian.org/debian".into(), security: "http://deb.debian.org/debian-security".into() }
+        Self {
+            main: "http://deb.debian.org/debian".into(),
+            security: "http://deb.debian.org/debian-security".into(),
+        }
     }
 }
 
@@ -114,10 +128,16 @@ impl Mirrors {
                     let field = |name: &str| {
                         stanza.lines().find_map(|l| {
                             let (k, v) = l.split_once(':')?;
-                            k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                            k.trim()
+                                .eq_ignore_ascii_case(name)
+                                .then(|| v.trim().to_string())
                         })
                     };
-                    let (Some(types), Some(uris), Some(suites)) = (field("Types"), field("URIs"), field("Suites")) else { continue };
+                    let (Some(types), Some(uris), Some(suites)) =
+                        (field("Types"), field("URIs"), field("Suites"))
+                    else {
+                        continue;
+                    };
                     if !types.split_whitespace().any(|t| t == "deb") {
                         continue;
                     }
@@ -169,7 +189,12 @@ impl Mirrors {
 /// The mmdebstrap command line for `recipe`, writing a tarball to stdout.
 /// `customize_script` is the recipe's hook written to disk; `apt_cache` keeps
 /// downloaded packages between builds.
-pub fn mmdebstrap_args(recipe: &Recipe, mirrors: &Mirrors, customize_script: &Path, apt_cache: &Path) -> Vec<String> {
+pub fn mmdebstrap_args(
+    recipe: &Recipe,
+    mirrors: &Mirrors,
+    customize_script: &Path,
+    apt_cache: &Path,
+) -> Vec<String> {
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let mut args = vec![
         "--mode=root".to_string(),
@@ -179,9 +204,15 @@ pub fn mmdebstrap_args(recipe: &Recipe, mirrors: &Mirrors, customize_script: &Pa
         // Keep the essential packages' .debs for the cache below.
         "--skip=essential/unlink".to_string(),
         r#"--setup-hook=mkdir -p "$1"/var/cache/apt/archives/"#.to_string(),
-        format!("--setup-hook=sync-in {} /var/cache/apt/archives/", quote(apt_cache)),
+        format!(
+            "--setup-hook=sync-in {} /var/cache/apt/archives/",
+            quote(apt_cache)
+        ),
         format!(r#"--customize-hook=sh {} "$1""#, quote(customize_script)),
-        format!("--customize-hook=sync-out /var/cache/apt/archives {}", quote(apt_cache)),
+        format!(
+            "--customize-hook=sync-out /var/cache/apt/archives {}",
+            quote(apt_cache)
+        ),
         SUITE.to_string(),
         "-".to_string(),
     ];

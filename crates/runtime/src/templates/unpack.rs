@@ -45,9 +45,18 @@ fn namespaced_caps(value: &[u8], root: u32) -> Option<Vec<u8>> {
 
 fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     let p = crate::sys::cstr(path)?;
-    let n = std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name"))?;
+    let n = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "xattr name"))?;
     // SAFETY: valid C strings and a buffer with its length.
-    let ret = unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) };
+    let ret = unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
     if ret != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -80,17 +89,32 @@ pub fn unpack_shifted(reader: impl Read, dest: &Path, uid_base: u32) -> io::Resu
             stats.skipped_devices += 1;
             continue;
         }
-        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() || kind.is_gnu_longname() || kind.is_gnu_longlink() {
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
             continue;
         }
         let rel = entry.path()?.into_owned();
         let Some(full) = inside(dest, &rel) else {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("entry {} leaves the root", rel.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("entry {} leaves the root", rel.display()),
+            ));
         };
-        let uid = u32::try_from(entry.header().uid()?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "uid out of range"))?;
-        let gid = u32::try_from(entry.header().gid()?).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "gid out of range"))?;
+        let uid = u32::try_from(entry.header().uid()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "uid out of range"))?;
+        let gid = u32::try_from(entry.header().gid()?)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "gid out of range"))?;
         if uid >= 65536 || gid >= 65536 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: owner {uid}:{gid} outside the mapped range", rel.display())));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: owner {uid}:{gid} outside the mapped range",
+                    rel.display()
+                ),
+            ));
         }
         let mode = entry.header().mode()? & 0o7777;
         let mut xattrs: Vec<(String, Vec<u8>)> = Vec::new();
@@ -107,13 +131,17 @@ pub fn unpack_shifted(reader: impl Read, dest: &Path, uid_base: u32) -> io::Resu
             entry.set_preserve_mtime(true);
             entry.set_unpack_xattrs(false);
             if !entry.unpack_in(dest)? {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("entry {} leaves the root", rel.display())));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("entry {} leaves the root", rel.display()),
+                ));
             }
         }
         stats.entries += 1;
         stats.bytes += entry.header().size().unwrap_or(0);
 
-        std::os::unix::fs::lchown(&full, Some(uid_base + uid), Some(uid_base + gid)).map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", full.display())))?;
+        std::os::unix::fs::lchown(&full, Some(uid_base + uid), Some(uid_base + gid))
+            .map_err(|e| io::Error::new(e.kind(), format!("chown {}: {e}", full.display())))?;
         if !kind.is_symlink() {
             // chown cleared setuid/setgid: put the image's mode back.
             std::fs::set_permissions(&full, std::fs::Permissions::from_mode(mode))?;
@@ -150,7 +178,10 @@ mod tests {
         v2.extend_from_slice(&[0x00, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         let v3 = namespaced_caps(&v2, 100_000).unwrap();
         assert_eq!(v3.len(), 24);
-        assert_eq!(u32::from_le_bytes(v3[0..4].try_into().unwrap()), VFS_CAP_REVISION_3 | 1);
+        assert_eq!(
+            u32::from_le_bytes(v3[0..4].try_into().unwrap()),
+            VFS_CAP_REVISION_3 | 1
+        );
         assert_eq!(&v3[4..20], &v2[4..20]);
         assert_eq!(u32::from_le_bytes(v3[20..24].try_into().unwrap()), 100_000);
         assert!(namespaced_caps(&[0; 8], 1).is_none());

@@ -12,7 +12,9 @@ use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sandbar_runtime::{Catalog, EgressPolicy, Route, Runtime, RuntimeConfig, RuntimeOptions, SandboxSpec};
+use sandbar_runtime::{
+    Catalog, EgressPolicy, Route, Runtime, RuntimeConfig, RuntimeOptions, SandboxSpec,
+};
 
 pub const UID_BASE: u32 = 1_000_000;
 pub const TEMPLATES: &str = "/var/lib/sandbar/templates";
@@ -24,7 +26,11 @@ pub fn helper() -> PathBuf {
 /// envd from the same target dir (`cargo build -p envd`).
 pub fn envd() -> PathBuf {
     let p = helper().with_file_name("envd");
-    assert!(p.is_file(), "{} is missing: build it first with `cargo build -p envd`", p.display());
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first with `cargo build -p envd`",
+        p.display()
+    );
     p
 }
 
@@ -38,6 +44,7 @@ pub struct TestRuntime {
     pub instance: String,
     pub data: tempfile::TempDir,
     pub net: Option<Arc<sandbar_net::Network>>,
+    net_config: Option<sandbar_net::NetConfig>,
 }
 
 impl Drop for TestRuntime {
@@ -47,6 +54,17 @@ impl Drop for TestRuntime {
     fn drop(&mut self) {
         if let Ok(h) = sandbar_runtime::cgroup::Hierarchy::detect() {
             h.remove_instance(&self.instance);
+        }
+        if let Some(cfg) = self.net_config.take() {
+            // Network removal is async; run it on a runtime of its own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(sandbar_net::Network::remove_instance(&cfg))
+            })
+            .join();
         }
     }
 }
@@ -61,7 +79,11 @@ pub fn net_config() -> sandbar_net::NetConfig {
             char::from(if c < 10 { b'0' + c } else { b'a' + c - 10 })
         }))
         .collect();
-    let subnet = format!("10.{}.{}.0/24", rng.random_range(150..200u8), rng.random_range(0..=255u8));
+    let subnet = format!(
+        "10.{}.{}.0/24",
+        rng.random_range(150..200u8),
+        rng.random_range(0..=255u8)
+    );
     sandbar_net::NetConfig {
         state_dir: std::env::temp_dir().join(format!("sandbar-rt-net-{instance}")),
         instance,
@@ -74,10 +96,27 @@ pub fn net_config() -> sandbar_net::NetConfig {
 /// A runtime on a real node network (internet through NAT, DNS forwarder).
 pub async fn runtime_on_network() -> TestRuntime {
     let cfg = net_config();
-    let net = sandbar_net::Network::new(cfg.clone()).await.expect("node network");
-    let data = tempfile::Builder::new().prefix("sandbar-rt-").tempdir().unwrap();
-    let rt = Runtime::start_with(config(&cfg.instance, data.path()), Some(net.clone()), options()).await.expect("runtime starts");
-    TestRuntime { rt, instance: cfg.instance, data, net: Some(net) }
+    let net = sandbar_net::Network::new(cfg.clone())
+        .await
+        .expect("node network");
+    let data = tempfile::Builder::new()
+        .prefix("sandbar-rt-")
+        .tempdir()
+        .unwrap();
+    let rt = Runtime::start_with(
+        config(&cfg.instance, data.path()),
+        Some(net.clone()),
+        options(),
+    )
+    .await
+    .expect("runtime starts");
+    TestRuntime {
+        rt,
+        instance: cfg.instance.clone(),
+        data,
+        net: Some(net),
+        net_config: Some(cfg),
+    }
 }
 
 pub fn config(instance: &str, data: &Path) -> RuntimeConfig {
@@ -91,7 +130,10 @@ pub fn config(instance: &str, data: &Path) -> RuntimeConfig {
 }
 
 pub fn options() -> RuntimeOptions {
-    RuntimeOptions { helper_exe: Some(helper()), ..RuntimeOptions::default() }
+    RuntimeOptions {
+        helper_exe: Some(helper()),
+        ..RuntimeOptions::default()
+    }
 }
 
 pub async fn runtime(tag: &str) -> TestRuntime {
@@ -100,10 +142,21 @@ pub async fn runtime(tag: &str) -> TestRuntime {
 
 pub async fn runtime_with(tag: &str, options: RuntimeOptions) -> TestRuntime {
     let instance = instance(tag);
-    let data = tempfile::Builder::new().prefix("sandbar-rt-").tempdir().unwrap();
-    let rt = Runtime::start_with(config(&instance, data.path()), None, options).await.expect("runtime starts");
+    let data = tempfile::Builder::new()
+        .prefix("sandbar-rt-")
+        .tempdir()
+        .unwrap();
+    let rt = Runtime::start_with(config(&instance, data.path()), None, options)
+        .await
+        .expect("runtime starts");
     assert!(rt.has_template("base"), "the base template is missing: build it with `cargo run -p sandbar-runtime --example template -- build base`");
-    TestRuntime { rt, instance, data, net: None }
+    TestRuntime {
+        rt,
+        instance,
+        data,
+        net: None,
+        net_config: None,
+    }
 }
 
 pub fn spec(id: &str) -> SandboxSpec {
@@ -138,7 +191,9 @@ fn envelope(flags: u8, payload: &[u8]) -> Vec<u8> {
 /// Runs `bash -l -c cmd` through envd's `process.Process/Start` as `user`.
 pub async fn exec(rt: &Runtime, id: &str, user: &str, cmd: &str, timeout_ms: u64) -> Output {
     let stream = rt.dial(id, 49983).await.expect("dial envd");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.expect("http handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("http handshake");
     tokio::spawn(conn);
     let body = serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
@@ -148,12 +203,18 @@ pub async fn exec(rt: &Runtime, id: &str, user: &str, cmd: &str, timeout_ms: u64
         .header("connect-protocol-version", "1")
         .header("connect-timeout-ms", timeout_ms.to_string())
         .header("authorization", format!("Basic {auth}"))
-        .body(Full::new(Bytes::from(envelope(0, body.to_string().as_bytes()))))
+        .body(Full::new(Bytes::from(envelope(
+            0,
+            body.to_string().as_bytes(),
+        ))))
         .unwrap();
     let resp = sender.send_request(req).await.expect("send");
     assert_eq!(resp.status(), 200, "envd answered {}", resp.status());
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let mut out = Output { exit_code: i64::MIN, ..Default::default() };
+    let mut out = Output {
+        exit_code: i64::MIN,
+        ..Default::default()
+    };
     let mut rest = &bytes[..];
     let b64 = base64::engine::general_purpose::STANDARD;
     while rest.len() >= 5 {
@@ -168,15 +229,21 @@ pub async fn exec(rt: &Runtime, id: &str, user: &str, cmd: &str, timeout_ms: u64
         let ev = &msg["event"];
         if let Some(d) = ev.get("data") {
             if let Some(s) = d.get("stdout").and_then(|v| v.as_str()) {
-                out.stdout.push_str(&String::from_utf8_lossy(&b64.decode(s).unwrap()));
+                out.stdout
+                    .push_str(&String::from_utf8_lossy(&b64.decode(s).unwrap()));
             }
             if let Some(s) = d.get("stderr").and_then(|v| v.as_str()) {
-                out.stderr.push_str(&String::from_utf8_lossy(&b64.decode(s).unwrap()));
+                out.stderr
+                    .push_str(&String::from_utf8_lossy(&b64.decode(s).unwrap()));
             }
         }
         if let Some(e) = ev.get("end") {
             out.exit_code = e.get("exitCode").and_then(|v| v.as_i64()).unwrap_or(0);
-            out.status = e.get("status").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            out.status = e
+                .get("status")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string();
         }
     }
     out
@@ -186,9 +253,15 @@ pub async fn exec(rt: &Runtime, id: &str, user: &str, cmd: &str, timeout_ms: u64
 pub fn cgroup_children(instance: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for ctrl in ["cpu", "cpuacct", "memory", "pids", ""] {
-        let dir = Path::new("/sys/fs/cgroup").join(ctrl).join(format!("sandbar-{instance}"));
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join(format!("sandbar-{instance}"));
         if let Ok(rd) = std::fs::read_dir(&dir) {
-            out.extend(rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).map(|e| e.path()));
+            out.extend(
+                rd.flatten()
+                    .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                    .map(|e| e.path()),
+            );
         }
     }
     out
@@ -198,8 +271,12 @@ pub fn cgroup_children(instance: &str) -> Vec<PathBuf> {
 pub fn processes_of_uid(uid: u32) -> Vec<i32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
         let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
         if uid_line.split_whitespace().nth(1) == Some(&uid.to_string()) {
             pids.push(pid);
@@ -208,6 +285,20 @@ pub fn processes_of_uid(uid: u32) -> Vec<i32> {
     pids
 }
 
-pub fn mount_count() -> usize {
-    std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+/// Host mounts whose line in mountinfo mentions `text` (a path).
+pub fn mounts_mentioning(text: &str) -> usize {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(text))
+        .count()
+}
+
+/// Host network interfaces whose name starts with `prefix`.
+pub fn links_with_prefix(prefix: &str) -> usize {
+    std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .count()
 }
