@@ -31,5 +31,16 @@ printf 'LANG=en_US.UTF-8\n' > "$root/etc/default/locale"
 # throwaway machine, so Debian's guard against mixing pip and apt is lifted.
 rm -f "$root"/usr/lib/python3*/EXTERNALLY-MANAGED
 
+# Sandboxes trust the CAs the operator added to the host (for example the CA
+# of a TLS-inspecting egress proxy), so HTTPS works inside as it does on the
+# host. The recipe hash covers these files: changing them rebuilds the image.
+if [ -d /usr/local/share/ca-certificates ]; then
+    cp -a /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null
+fi
+# Node ignores the system store unless told; point it there for every login shell.
+printf 'export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\n' \
+    > "$root/etc/profile.d/sandbar-ca.sh"
+
 # Nothing of the build host's identity stays in the image.
 : > "$root/etc/machine-id"

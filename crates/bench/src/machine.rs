@@ -43,10 +43,7 @@ impl Machine {
                 })
             })
             .unwrap_or_else(|| "unknown OS".into());
-        let load_at_start = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-            .unwrap_or(0.0);
+        let load_at_start = load_average();
         Self {
             cpu_model,
             cores,
@@ -56,4 +53,12 @@ impl Machine {
             load_at_start,
         }
     }
+}
+
+/// The 1-minute load average (0 when unreadable).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
 }

@@ -23,6 +23,7 @@ mod teardown;
 mod websocket;
 mod wrk;
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -98,6 +99,7 @@ struct Counts {
     sdk_create: usize,
     sdk_exec: usize,
     wrk_seconds: u64,
+    wrk_rounds: usize,
     ws_messages: usize,
     density: usize,
     teardown: usize,
@@ -111,6 +113,7 @@ impl Counts {
                 sdk_create: 2,
                 sdk_exec: 10,
                 wrk_seconds: 2,
+                wrk_rounds: 1,
                 ws_messages: 20,
                 density: 20,
                 teardown: 3,
@@ -121,6 +124,7 @@ impl Counts {
                 sdk_create: 30,
                 sdk_exec: 300,
                 wrk_seconds: 10,
+                wrk_rounds: 3,
                 ws_messages: 1000,
                 density: 1000,
                 teardown: 30,
@@ -212,6 +216,7 @@ async fn run(args: Args) -> Result<bool> {
         signal = interrupted() => Err(signal),
     };
     let stopped = tokio::task::block_in_place(|| sandbar.stop());
+    let load_at_end = machine::load_average();
     let leftovers = leftovers::find(&instance, &opts.data_dir);
     let serve_log = sandbar.log_tail();
     drop(sandbar);
@@ -229,15 +234,22 @@ async fn run(args: Args) -> Result<bool> {
         } else {
             version
         },
+        load_at_end,
         rows,
         leftovers,
     };
     let markdown = report.markdown();
-    if args.json {
+    // A reader that went away (`| head`) is no reason to skip the cleanup below.
+    let mut stdout = std::io::stdout().lock();
+    let printed = if args.json {
         eprintln!("{markdown}");
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)
     } else {
-        println!("{markdown}");
+        writeln!(stdout, "{markdown}")
+    };
+    drop(stdout);
+    if let Err(e) = printed {
+        tracing::warn!("writing the report to stdout: {e}");
     }
     let ok = !report.failed(args.smoke);
     if !ok {
@@ -328,7 +340,14 @@ async fn measure(
             Ok(target) => {
                 if wants(Section::Proxy) {
                     rows.extend(
-                        proxy::throughput_rows(&target, sandbar, scratch, counts.wrk_seconds).await,
+                        proxy::throughput_rows(
+                            &target,
+                            sandbar,
+                            scratch,
+                            counts.wrk_seconds,
+                            counts.wrk_rounds,
+                        )
+                        .await,
                     );
                 }
                 if wants(Section::Websocket) {

@@ -93,9 +93,17 @@ pub async fn prepare(api: &Api, sandbar: &Sandbar) -> Result<ServerInSandbox> {
     })
 }
 
-struct Measured {
-    what: &'static str,
-    result: Result<WrkResult>,
+/// One figure per row from its rounds: the median round's rate and p99, and
+/// every round's failures.
+fn combine(rounds: &[WrkResult]) -> Option<WrkResult> {
+    let rps = Summary::of(&rounds.iter().map(|r| r.requests_per_s).collect::<Vec<_>>())?;
+    let p99 = Summary::of(&rounds.iter().map(|r| r.p99_ms).collect::<Vec<_>>())?;
+    Some(WrkResult {
+        requests: rounds.iter().map(|r| r.requests).sum(),
+        requests_per_s: rps.median,
+        p99_ms: p99.median,
+        errors: rounds.iter().map(|r| r.errors).sum(),
+    })
 }
 
 pub async fn throughput_rows(
@@ -103,6 +111,7 @@ pub async fn throughput_rows(
     sandbar: &Sandbar,
     scratch: &Path,
     seconds: u64,
+    rounds: usize,
 ) -> Vec<Row> {
     let nginx = Nginx::start(&target.netns, &scratch.join("nginx"), SERVER_PORT).await;
     let host = target.sandbox.host(SERVER_PORT);
@@ -134,35 +143,46 @@ pub async fn throughput_rows(
             load(&sandbar_https, Some(&host), None, seconds),
         ),
     ];
-    let mut measured = Vec::new();
-    for (i, (what, l)) in runs.iter().enumerate() {
-        if (i == 1 || i == 2) && nginx.is_err() {
-            let e = nginx.as_ref().err().expect("nginx failed");
-            measured.push(Measured {
-                what,
-                result: Err(anyhow::anyhow!("nginx could not start: {e:#}")),
-            });
-            continue;
+    // Per row: its rounds so far, or why it cannot be measured.
+    let mut measured: Vec<Result<Vec<WrkResult>>> = runs.iter().map(|_| Ok(Vec::new())).collect();
+    if let Err(e) = &nginx {
+        for m in &mut measured[1..3] {
+            *m = Err(anyhow::anyhow!("nginx could not start: {e:#}"));
         }
-        // Node's JIT, nginx's upstream keep-alive pool and sandbar's
-        // upstream pool all warm up first, for every row alike.
-        let _ = wrk::run(&Load { seconds: 1, ..*l }).await;
-        tracing::info!("wrk: {what}");
-        measured.push(Measured {
-            what,
-            result: wrk::run(l).await,
-        });
+    }
+    // Node's JIT, nginx's upstream keep-alive pool and sandbar's upstream
+    // pool all warm up first, for every row alike.
+    for (m, (_, l)) in measured.iter().zip(&runs) {
+        if m.is_ok() {
+            let _ = wrk::run(&Load { seconds: 1, ..*l }).await;
+        }
+    }
+    // Round-robin rounds, so that a drift in what else the host is doing
+    // falls on every row alike instead of on whichever ran at the time.
+    for round in 0..rounds {
+        for (m, (what, l)) in measured.iter_mut().zip(&runs) {
+            let Ok(results) = m else { continue };
+            tracing::info!(round, "wrk: {what}");
+            match wrk::run(l).await {
+                Ok(r) => results.push(r),
+                Err(e) => *m = Err(e),
+            }
+        }
     }
     drop(nginx);
 
-    let rps = |i: usize| measured[i].result.as_ref().ok().map(|r| r.requests_per_s);
+    let combined: Vec<Result<WrkResult>> = measured
+        .into_iter()
+        .map(|m| m.and_then(|rounds| combine(&rounds).context("no wrk round completed")))
+        .collect();
+    let rps = |i: usize| combined[i].as_ref().ok().map(|r| r.requests_per_s);
     let direct = rps(0);
     let mut rows = Vec::new();
-    for (i, m) in measured.iter().enumerate() {
-        let r = match &m.result {
+    for (i, (result, (what, _))) in combined.iter().zip(&runs).enumerate() {
+        let r = match result {
             Ok(r) => r,
             Err(e) => {
-                rows.push(Row::error(m.what, e));
+                rows.push(Row::error(*what, e));
                 continue;
             }
         };
@@ -177,7 +197,7 @@ pub async fn throughput_rows(
             direct.map(|d| r.requests_per_s / d)
         };
         let mut row = Row::new(
-            m.what,
+            *what,
             Measure::Throughput {
                 requests_per_s: r.requests_per_s,
                 p99_ms: r.p99_ms,
@@ -197,7 +217,7 @@ pub async fn throughput_rows(
         }
         if i == 0 {
             row = row.note(format!(
-                "wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s per row; the server is node's http module in the sandbox; \
+                "wrk -t{THREADS} -c{CONNECTIONS} -d{seconds}s, {rounds} round(s) per row taken in turn, median round shown; the server is node's http module in the sandbox; \
                  direct and nginx rows run wrk (and nginx) in the sandbox's network namespace"
             ));
         }

@@ -189,6 +189,7 @@ pub struct Report {
     pub mode: String,
     pub started_at: String,
     pub sandbar_version: String,
+    pub load_at_end: f64,
     pub rows: Vec<Row>,
     /// What the bench found left on the host after it stopped sandbar.
     pub leftovers: Vec<String>,
@@ -213,8 +214,8 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "Machine: {} ({} cores), {:.1} GiB memory, Linux {}, {}; load average {:.2} at start; {}.\n",
-            m.cpu_model, m.cores, m.memory_gib, m.kernel, m.os, m.load_at_start, self.sandbar_version
+            "Machine: {} ({} cores), {:.1} GiB memory, Linux {}, {}; load average {:.2} at start, {:.2} at end; {}.\n",
+            m.cpu_model, m.cores, m.memory_gib, m.kernel, m.os, m.load_at_start, self.load_at_end, self.sandbar_version
         );
         out.push_str("| what | n | median | p95 | p99 | max | req/s | vs nginx | vs direct | target | result |\n");
         out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|\n");
@@ -426,6 +427,7 @@ mod tests {
             mode: "smoke".into(),
             started_at: "now".into(),
             sandbar_version: "sandbar 0".into(),
+            load_at_end: 0.0,
             rows: vec![
                 Row::new("create", dist(10.0, 20.0))
                     .target(Target::MedianAtMost(15.0))

@@ -63,25 +63,39 @@ nginx -e "$work/error.log" -p "$work" -c "$work/backend.conf"
 nginx -e "$work/error.log" -p "$work" -c "$work/proxy.conf"
 sleep 0.3
 
-run() { # name url
-    local out
-    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Host: $host" "$2")
-    local rps p99
+# CPU time (clock ticks) used so far by the given processes.
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{t += $1} END {print t}'; }
+
+run() { # name url pid...
+    local name=$1 url=$2 out before after rps p99 cpu
+    shift 2
+    before=$(ticks "$@")
+    out=$(wrk -t2 -c"$conns" -d"${secs}s" --latency -H "Host: $host" "$url")
+    after=$(ticks "$@")
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-    printf '%-16s %12s req/s   p99 %s\n' "$1" "$rps" "$p99"
-    echo "$rps" > "$work/rps.$1"
+    # CPU per request is steadier than req/s on a machine doing other work.
+    cpu=$(awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v r="$rps" -v s="$secs" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / (r * s) }')
+    printf '%-14s %10s req/s   p99 %-9s %6s us CPU/req\n' "$name" "$rps" "$p99" "$cpu"
+    echo "$rps" > "$work/rps.$name"
 }
 
 curl -sf -H "Host: $host" "http://127.0.0.1:$sandbar_http/" >/dev/null
 curl -sfk -H "Host: $host" "https://127.0.0.1:$sandbar_tls/" >/dev/null
 
 echo "wrk -t2 -c$conns -d${secs}s on $(nproc) cores"
-run direct "http://127.0.0.1:$backend/"
-run nginx-http "http://127.0.0.1:$nginx_http/"
-run sandbar-http "http://127.0.0.1:$sandbar_http/"
-run nginx-tls "https://127.0.0.1:$nginx_tls/"
-run sandbar-tls "https://127.0.0.1:$sandbar_tls/"
+backend_pids=$(pgrep -P "$(cat "$work/backend.pid")")
+nginx_pids=$(pgrep -P "$(cat "$work/proxy.pid")")
+sandbar_pid=${pids[0]}
+# shellcheck disable=SC2086 # word splitting of pid lists is intended
+{
+run direct "http://127.0.0.1:$backend/" $backend_pids
+run nginx-http "http://127.0.0.1:$nginx_http/" $nginx_pids
+run sandbar-http "http://127.0.0.1:$sandbar_http/" "$sandbar_pid"
+run nginx-tls "https://127.0.0.1:$nginx_tls/" $nginx_pids
+run sandbar-tls "https://127.0.0.1:$sandbar_tls/" "$sandbar_pid"
+}
 for t in http tls; do
     awk -v a="$(cat "$work/rps.sandbar-$t")" -v b="$(cat "$work/rps.nginx-$t")" -v t="$t" \
         'BEGIN { printf "sandbar/nginx %-4s %.1f%%\n", t, 100 * a / b }'

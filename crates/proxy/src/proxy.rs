@@ -70,7 +70,8 @@ struct Inner {
 
 impl Proxy {
     /// `domain` is the sandbox domain (`sandbar.localhost`; a `:port` in it
-    /// is ignored); `api`, when given, serves `api.{domain}`.
+    /// is ignored); `api`, when given, serves `api.{domain}`. Call inside a
+    /// Tokio runtime: the upstream pool starts its idle sweeper.
     pub fn new(domain: &str, catalog: Arc<dyn Catalog>, api: Option<ApiService>) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -97,6 +98,9 @@ impl Proxy {
             .map(str::to_owned)
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
 
+        if req.method() == http::Method::CONNECT {
+            return Refusal::Connect.response(req.headers(), host.as_deref());
+        }
         let target = match self.inner.hosts.resolve(host.as_deref(), req.headers()) {
             Ok(t) => t,
             Err(e) => return Refusal::BadTarget(e).response(req.headers(), host.as_deref()),

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::body::{full, ProxyBody};
 use crate::target::TargetError;
-use crate::traffic_token::TOKEN_HEADER;
+use crate::traffic_token::{TOKEN_HEADER, TOKEN_QUERY};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -36,6 +36,8 @@ pub enum Refusal {
         detail: String,
     },
     NoApi,
+    /// `CONNECT`: the proxy is no forward proxy.
+    Connect,
 }
 
 /// Field order is the E2B one: `sandboxId`, `message`, `port`, `code`.
@@ -61,6 +63,7 @@ impl Refusal {
             Self::TokenMissing { .. } | Self::TokenInvalid { .. } => StatusCode::FORBIDDEN,
             Self::ControlRoute { .. } | Self::NoApi => StatusCode::NOT_FOUND,
             Self::BadTarget(_) => StatusCode::BAD_REQUEST,
+            Self::Connect => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -75,6 +78,7 @@ impl Refusal {
             Self::BadTarget(_) => "Bad request",
             Self::Upstream { .. } => "Bad gateway",
             Self::NoApi => "Not found",
+            Self::Connect => "Method not allowed",
         }
     }
 
@@ -88,7 +92,7 @@ impl Refusal {
                 (Some(id.as_str()), Some(*port), None)
             }
             Self::ControlRoute { path } => (None, None, Some(path.as_str())),
-            Self::BadTarget(_) | Self::NoApi => (None, None, None),
+            Self::BadTarget(_) | Self::NoApi | Self::Connect => (None, None, None),
         };
         let message = match self {
             Self::SandboxNotFound { .. } => "The sandbox was not found".to_string(),
@@ -108,6 +112,7 @@ impl Refusal {
                 format!("The server in the sandbox did not answer properly: {detail}")
             }
             Self::NoApi => "The control-plane API is not served at this address".to_string(),
+            Self::Connect => "CONNECT is not supported: this is not a forward proxy".to_string(),
         };
         Facts {
             sandbox_id,
@@ -145,12 +150,19 @@ impl Refusal {
             row("Path", path);
         }
         row("Status", &facts.code.to_string());
+        let hint = match self {
+            Self::TokenMissing { .. } | Self::TokenInvalid { .. } => format!(
+                "<p>In a browser, open this address once with <code>?{TOKEN_QUERY}=&lt;token&gt;</code>; \
+the proxy then keeps the token in a cookie for this host.</p>\n"
+            ),
+            _ => String::new(),
+        };
         format!(
             "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
 <title>{title}</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:4rem auto;padding:0 1rem;color:#222}}\
 h1{{font-size:1.3rem;color:#b42318}}th{{text-align:left;padding-right:1rem;color:#555}}</style></head>\n\
-<body><h1>{title}</h1>\n<p id=\"message\">{message}</p>\n<table>\n{rows}</table></body></html>\n",
+<body><h1>{title}</h1>\n<p id=\"message\">{message}</p>\n{hint}<table>\n{rows}</table></body></html>\n",
             title = self.title(),
             message = escape(&facts.message),
         )

@@ -26,6 +26,14 @@ use tracing::debug;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_PORT: usize = 64;
 
+/// How long a refused connection is retried while the sandbox lives. A client
+/// commonly starts a server and fetches its URL at once (the E2B quickstart
+/// does exactly that); E2B's proxy rides over that start-up race the same way.
+/// A port that stays closed is reported after this window.
+const PORT_OPEN_WAIT: Duration = Duration::from_secs(3);
+const PORT_RETRY_FIRST: Duration = Duration::from_millis(5);
+const PORT_RETRY_MAX: Duration = Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error(transparent)]
@@ -114,8 +122,24 @@ impl Upstreams {
         found
     }
 
+    /// Dials `port` in sandbox `id`, retrying a refused connection with a
+    /// growing pause for up to [`PORT_OPEN_WAIT`]; an unknown sandbox fails at once.
+    async fn dial(&self, id: &str, port: u16) -> Result<tokio::net::TcpStream, DialError> {
+        let deadline = Instant::now() + PORT_OPEN_WAIT;
+        let mut pause = PORT_RETRY_FIRST;
+        loop {
+            match self.catalog.dial(id, port).await {
+                Err(DialError::PortClosed(_)) if Instant::now() + pause < deadline => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PORT_RETRY_MAX);
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn connect(&self, id: &str, port: u16) -> Result<SendRequest<Incoming>, UpstreamError> {
-        let stream = self.catalog.dial(id, port).await?;
+        let stream = self.dial(id, port).await?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(stream))

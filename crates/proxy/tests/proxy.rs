@@ -502,3 +502,37 @@ async fn bodiless_responses_return_their_connection() {
     }
     assert_eq!(h.catalog.dials.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn a_server_that_starts_just_after_the_request_is_reached() {
+    let (h, _) = setup(Route::default()).await;
+    // Reserve a loopback port with nothing listening on it yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    h.catalog.add("late1", Route::default(), &[(5000, addr)]);
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await;
+        tokio::io::AsyncWriteExt::write_all(
+            &mut sock,
+            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\nlate",
+        )
+        .await
+        .unwrap();
+    });
+    let started = std::time::Instant::now();
+    let mut c = Client::connect(&h, Mode::Plain1, "").await;
+    let resp = c.get(&format!("5000-late1.{DOMAIN}"), "/", &[]).await;
+    assert_status(&resp, StatusCode::OK);
+    assert_eq!(body_string(resp).await, "late");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "reached {:?} after the request",
+        started.elapsed()
+    );
+}

@@ -117,6 +117,22 @@ async fn main() -> anyhow::Result<()> {
         },
     )
     .await?;
+    let result = measure(&rt, offline, seq, conc, idle, hold).await;
+    rt.shutdown().await;
+    if let Some(n) = net {
+        n.shutdown().await?;
+    }
+    result
+}
+
+async fn measure(
+    rt: &Arc<Runtime>,
+    offline: bool,
+    seq: usize,
+    conc: usize,
+    idle: usize,
+    hold: usize,
+) -> anyhow::Result<()> {
     // Let the network pool fill.
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!(
@@ -223,9 +239,6 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         rt.shutdown().await;
         println!("killed them in {:.1} s", t0.elapsed().as_secs_f64());
-    }
-    if let Some(n) = net {
-        n.shutdown().await?;
     }
     Ok(())
 }

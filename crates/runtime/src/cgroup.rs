@@ -134,13 +134,6 @@ impl Hierarchy {
         }
         removed
     }
-
-    /// Removes the instance's parent cgroups if they are empty.
-    pub fn remove_instance_parents(&self, instance: &str) {
-        for parent in self.instance_dirs(instance) {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
 }
 
 fn mkdir(dir: &Path) -> Result<(), CgroupError> {
@@ -311,7 +304,7 @@ impl Cgroup {
                 match std::fs::remove_dir(dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 100 => {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 500 => {
                         tries += 1;
                         std::thread::sleep(Duration::from_millis(2));
                     }

@@ -625,7 +625,17 @@ impl Runtime {
                 .collect()
         };
         futures::future::join_all(all.into_iter().map(|s| self.teardown(s))).await;
-        self.cgroups.remove_instance_parents(&self.config.instance);
+        // Whatever a teardown could not remove (a cgroup still busy) goes now.
+        let (cgroups, instance) = (self.cgroups.clone(), self.config.instance.clone());
+        let left = tokio::task::spawn_blocking(move || cgroups.remove_instance(&instance))
+            .await
+            .unwrap_or(0);
+        if left > 0 {
+            tracing::warn!(
+                left,
+                "shutdown removed sandbox cgroups that teardown had left"
+            );
+        }
     }
 }
 

@@ -127,7 +127,10 @@ pub(crate) fn unlink_in_root(root: &OwnedFd, path: &str) -> io::Result<()> {
 pub(crate) fn open_path(path: &Path, flags: i32) -> io::Result<OwnedFd> {
     let c = cstr(path)?;
     // SAFETY: valid C string; the mode argument is read only with O_CREAT.
-    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600 as libc::c_uint) } as libc::c_long)?;
+    let fd = cvt(
+        unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o600 as libc::c_uint) }
+            as libc::c_long,
+    )?;
     // SAFETY: the kernel just returned this descriptor to us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }

@@ -161,7 +161,7 @@ describe('public URLs', () => {
     // -k: what is tested is reachability; networks that intercept TLS (a
     // corporate egress proxy) would otherwise fail the control for a CA the
     // template does not carry.
-    const curl = 'curl -k -sS -m 10 -o /dev/null -w "%{http_code}" https://pypi.org/simple/six/'
+    const curl = 'curl -sS -m 10 -o /dev/null -w "%{http_code}" https://pypi.org/simple/six/'
     // Control: the same command works from a default sandbox.
     const open = await create()
     assert.equal((await open.commands.run(curl, { timeoutMs: 30_000 })).stdout, '200')

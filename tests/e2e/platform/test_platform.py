@@ -160,7 +160,7 @@ def test_private_sandbox(make):
 def test_no_internet(make):
     # -k: reachability is what is tested; a TLS-intercepting egress proxy
     # would otherwise fail the control for a CA the template does not carry.
-    curl = 'curl -k -sS -m 10 -o /dev/null -w "%{http_code}" https://pypi.org/simple/six/'
+    curl = 'curl -sS -m 10 -o /dev/null -w "%{http_code}" https://pypi.org/simple/six/'
     assert make().commands.run(curl, timeout=30).stdout == "200"
     closed = make(allow_internet_access=False)
     with pytest.raises(CommandExitException):

@@ -322,15 +322,24 @@ impl TemplateStore {
         Ok(meta)
     }
 
-    /// Removes replaced templates. Only safe when no sandbox of this store
-    /// runs (the runtime calls it at start, after cleaning up).
+    /// Removes replaced templates, and build dirs of builds that died. Only
+    /// safe when no sandbox of this store runs (the runtime calls it at
+    /// start, after cleaning up).
     pub fn remove_retired(&self) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for e in entries.flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
-            if n.starts_with(".retired-") || n.starts_with(".build-") {
+            // A build dir may belong to a build running right now in another
+            // process: only old ones are debris of a build that died.
+            let stale_build = n.starts_with(".build-")
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(6 * 3600));
+            if n.starts_with(".retired-") || stale_build {
                 if let Err(err) = std::fs::remove_dir_all(e.path()) {
                     tracing::warn!(path = %e.path().display(), error = %err, "could not remove an old template");
                 }

@@ -48,22 +48,52 @@ impl Recipe {
     }
 
     /// Changes whenever the resulting root filesystem would: recipe files,
-    /// suite, builder, and the uid range files are shifted to.
+    /// suite, builder, the uid range files are shifted to, and the host's
+    /// operator-added CAs that the customize hook copies in.
     pub fn hash(&self, uid_base: u32) -> String {
         let mut h = Sha256::new();
+        let cas = host_ca_certificates(Path::new(HOST_CA_DIR));
         for part in [
-            BUILDER_VERSION,
-            SUITE,
-            self.name,
-            self.packages,
-            self.customize,
-            &uid_base.to_string(),
+            BUILDER_VERSION.as_bytes(),
+            SUITE.as_bytes(),
+            self.name.as_bytes(),
+            self.packages.as_bytes(),
+            self.customize.as_bytes(),
+            uid_base.to_string().as_bytes(),
+            &cas,
         ] {
             h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
+            h.update(part);
         }
         hex::encode(h.finalize())
     }
+}
+
+/// Where Debian keeps CAs added by the operator (not by packages).
+const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
+
+/// Names and contents of the certificates under `dir`, in a stable order; empty
+/// when there are none.
+fn host_ca_certificates(dir: &Path) -> Vec<u8> {
+    fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                out.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files);
+    files.sort();
+    files
+        .into_iter()
+        .flat_map(|(name, bytes)| [name.into_bytes(), bytes])
+        .flatten()
+        .collect()
 }
 
 pub fn builtin(name: &str) -> Option<Recipe> {
@@ -235,6 +265,19 @@ mod tests {
         let m = Mirrors::from_sources(&[(false, one_line.to_string())]);
         assert_eq!(m.main, "http://ftp.example/debian");
         assert_eq!(m.security, Mirrors::default().security);
+    }
+
+    #[test]
+    fn host_cas_are_read_in_a_stable_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(host_ca_certificates(dir.path()).is_empty());
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("b.crt"), "B").unwrap();
+        std::fs::write(dir.path().join("sub/a.crt"), "A").unwrap();
+        let first = host_ca_certificates(dir.path());
+        assert_eq!(first, host_ca_certificates(dir.path()));
+        std::fs::write(dir.path().join("b.crt"), "B2").unwrap();
+        assert_ne!(first, host_ca_certificates(dir.path()));
     }
 
     #[test]
