@@ -81,7 +81,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBAR_UID_BASE", default_value_t = 1_000_000)]
     pub uid_base: u32,
     /// How many ready network namespaces to keep.
-    #[arg(long, env = "SANDBAR_POOL_SIZE", default_value_t = 8)]
+    #[arg(long, env = "SANDBAR_POOL_SIZE", default_value_t = 32)]
     pub pool_size: usize,
     #[arg(long, env = "SANDBAR_NETWORK", value_enum, default_value = "node")]
     pub network: NetMode,

@@ -104,7 +104,9 @@ impl EnvdState {
     pub fn token_ok(&self, given: Option<&str>) -> bool {
         match self.access_token.read().unwrap().as_deref() {
             None => true,
-            Some(expected) => given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())),
+            Some(expected) => {
+                given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes()))
+            }
         }
     }
 }

@@ -36,8 +36,12 @@ pub fn lookup(name: &str) -> Result<UserInfo, UnknownUser> {
 /// The user named by `Authorization: Basic base64("<user>:")`, if any.
 pub fn from_basic_auth(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic "))?;
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let user = text.split(':').next().unwrap_or_default();
     (!user.is_empty()).then(|| user.to_string())

@@ -270,8 +270,9 @@ impl Runtime {
         let init_json = serde_json::json!({
             "accessToken": spec.envd_access_token,
             "envVars": spec.env_vars,
+            // No default workdir: an empty cwd is then the acting user's
+            // home (root's is /root), as in E2B's sandboxes.
             "defaultUser": "user",
-            "defaultWorkdir": "/home/user",
         });
         let init = InitSpec {
             id: spec.id.clone(),

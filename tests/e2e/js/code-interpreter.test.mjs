@@ -5,7 +5,13 @@ import assert from 'node:assert/strict'
 import { Sandbox } from '@e2b/code-interpreter'
 import { SANDBOX_ENVS, TARGET } from './helpers.mjs'
 
-describe('code interpreter', { skip: TARGET !== 'sandbar' && 'needs E2E_TARGET=sandbar (a code-interpreter-v1 sandbox)' }, () => {
+// The kernel server inside code-interpreter-v1 is not built yet (that template
+// is still an alias of base); E2E_CODE_INTERPRETER=1 runs these once it is.
+const skip = TARGET !== 'sandbar'
+  ? 'needs E2E_TARGET=sandbar (a code-interpreter-v1 sandbox)'
+  : process.env.E2E_CODE_INTERPRETER !== '1' && 'the code-interpreter server (port 49999) is not built yet'
+
+describe('code interpreter', { skip }, () => {
   let sandbox
   before(async () => {
     sandbox = await Sandbox.create({ envs: SANDBOX_ENVS, timeoutMs: 5 * 60_000 })

@@ -76,7 +76,9 @@ const HOST_CA_DIR: &str = "/usr/local/share/ca-certificates";
 /// when there are none.
 fn host_ca_certificates(dir: &Path) -> Vec<u8> {
     fn walk(dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
