@@ -44,11 +44,12 @@ pub struct ServeArgs {
     /// API is also served at `https://api.{domain}` through the proxy.
     #[arg(long, env = "SANDBAR_API_LISTEN", default_value = "127.0.0.1:3049")]
     pub api_listen: SocketAddr,
-    /// TLS listener of the edge proxy.
-    #[arg(long, env = "SANDBAR_HTTPS_LISTEN", default_value = "0.0.0.0:443")]
+    /// TLS listener of the edge proxy (`[::]` is dual-stack: `*.localhost`
+    /// resolves to ::1 first, then 127.0.0.1).
+    #[arg(long, env = "SANDBAR_HTTPS_LISTEN", default_value = "[::]:443")]
     pub https_listen: SocketAddr,
     /// Plain-HTTP listener of the edge proxy.
-    #[arg(long, env = "SANDBAR_HTTP_LISTEN", default_value = "0.0.0.0:80")]
+    #[arg(long, env = "SANDBAR_HTTP_LISTEN", default_value = "[::]:80")]
     pub http_listen: SocketAddr,
     /// Public port of the proxy's TLS listener when it differs from the one
     /// it binds (e.g. behind a port forward); default: the bound port.

@@ -214,6 +214,157 @@ async fn file_errors_are_json() {
     assert_eq!(json_body(&body)["code"], 400);
 }
 
+/// E2B's file metadata (envd 0.6.2): `X-Metadata-*` upload headers become
+/// `user.e2b.*` xattrs, echoed by the upload and reported by Stat/ListDir.
+#[tokio::test]
+async fn upload_metadata_is_stored_echoed_and_replaced() {
+    let Some(user) = test_user() else { return };
+    let envd = Envd::start(Some("meta-token"), "user");
+    let scratch = HomeScratch::new(&user, "meta");
+    let target = scratch.path.join("tagged.txt");
+    let uri = envd.url(&format!("/files?path={}", enc(target.to_str().unwrap())));
+    let raw = with(token(&envd), "content-type", "application/octet-stream");
+
+    // Header names arrive in any case; keys come back lowercase.
+    let headers = with(
+        with(raw.clone(), "X-Metadata-Author", "Mish"),
+        "x-metadata-Purpose",
+        "a test, with spaces & symbols!",
+    );
+    let (status, _, resp) = send(Method::POST, &uri, &headers, b"one".to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
+    let both = json!({"author": "Mish", "purpose": "a test, with spaces & symbols!"});
+    assert_eq!(
+        json_body(&resp),
+        json!([{"path": target.to_str().unwrap(), "name": "tagged.txt", "type": "file", "metadata": both}])
+    );
+    assert_eq!(
+        xattr::get(&target, "user.e2b.author").unwrap().as_deref(),
+        Some(&b"Mish"[..]),
+        "stored as a user.e2b.* extended attribute"
+    );
+    assert_eq!(std::fs::metadata(&target).unwrap().uid(), user.uid);
+
+    let (status, stat) = envd
+        .rpc("Stat", json!({"path": target.to_str().unwrap()}), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stat}");
+    assert_eq!(stat["entry"]["metadata"], both);
+    let (status, listed) = envd
+        .rpc("ListDir", json!({"path": scratch.rel()}), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["entries"][0]["name"], "tagged.txt");
+    assert_eq!(listed["entries"][0]["metadata"], both);
+
+    // An upload replaces the whole set: absent keys go.
+    let headers = with(raw.clone(), "X-Metadata-Author", "Someone Else");
+    let (status, _, resp) = send(Method::POST, &uri, &headers, b"two".to_vec()).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(
+        json_body(&resp)[0]["metadata"],
+        json!({"author": "Someone Else"})
+    );
+    let (_, stat) = envd
+        .rpc("Stat", json!({"path": target.to_str().unwrap()}), None)
+        .await;
+    assert_eq!(stat["entry"]["metadata"], json!({"author": "Someone Else"}));
+
+    // An upload without metadata clears it; the field is then left out.
+    let (status, _, resp) = send(Method::POST, &uri, &raw, b"three".to_vec()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        json_body(&resp)[0].get("metadata").is_none(),
+        "{}",
+        json_body(&resp)
+    );
+    let (_, stat) = envd
+        .rpc("Stat", json!({"path": target.to_str().unwrap()}), None)
+        .await;
+    assert!(stat["entry"].get("metadata").is_none(), "{stat}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"three");
+
+    // Multipart: every file of the request gets the same metadata.
+    let (ct, body) = multipart(&[
+        (&format!("{}/m1.txt", scratch.rel()), b"1"),
+        (&format!("{}/m2.txt", scratch.rel()), b"2"),
+    ]);
+    let headers = with(
+        with(token(&envd), "content-type", &ct),
+        "X-Metadata-Batch",
+        "7",
+    );
+    let (status, _, resp) = send(Method::POST, &envd.url("/files"), &headers, body).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&resp));
+    let resp = json_body(&resp);
+    assert_eq!(resp[0]["metadata"], json!({"batch": "7"}));
+    assert_eq!(resp[1]["metadata"], json!({"batch": "7"}));
+    for name in ["m1.txt", "m2.txt"] {
+        let (_, stat) = envd
+            .rpc(
+                "Stat",
+                json!({"path": format!("{}/{name}", scratch.rel())}),
+                None,
+            )
+            .await;
+        assert_eq!(stat["entry"]["metadata"], json!({"batch": "7"}), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn invalid_upload_metadata_is_a_json_400_and_writes_nothing() {
+    let Some(user) = test_user() else { return };
+    let envd = Envd::start(Some("badmeta-token"), "user");
+    let scratch = HomeScratch::new(&user, "badmeta");
+    std::fs::create_dir_all(&scratch.path).unwrap();
+    let existing = scratch.path.join("keep.txt");
+    std::fs::write(&existing, b"original").unwrap();
+    xattr::set(&existing, "user.e2b.note", b"original").unwrap();
+    let raw = with(token(&envd), "content-type", "application/octet-stream");
+
+    let long_key = format!("x-metadata-{}", "k".repeat(247));
+    let big_value = "v".repeat(4096);
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("x-metadata-note", b"caf\xc3\xa9", "printable US-ASCII"),
+        (&long_key, b"v", "limit is 246"),
+        ("x-metadata-note", big_value.as_bytes(), "limit is 4096"),
+    ];
+    for (name, value, expected) in cases {
+        for target in [existing.clone(), scratch.path.join("new.txt")] {
+            let uri = envd.url(&format!("/files?path={}", enc(target.to_str().unwrap())));
+            // Built by hand: `send` takes only UTF-8 header values.
+            let request = http::Request::builder()
+                .method(Method::POST)
+                .uri(&uri)
+                .header(name, http::HeaderValue::from_bytes(value).unwrap());
+            let request = raw
+                .iter()
+                .fold(request, |r, (k, v)| r.header(k.as_str(), v.as_str()))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"replaced",
+                )))
+                .unwrap();
+            let response = envd_fs_support::client().request(request).await.unwrap();
+            let status = response.status();
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{name}");
+            let body = json_body(&body);
+            assert_eq!(body["code"], 400);
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains(expected), "{name}: {message}");
+        }
+        assert_eq!(std::fs::read(&existing).unwrap(), b"original", "{name}");
+        assert_eq!(
+            xattr::get(&existing, "user.e2b.note").unwrap().as_deref(),
+            Some(&b"original"[..])
+        );
+        assert!(!scratch.path.join("new.txt").exists(), "{name}");
+    }
+}
+
 #[tokio::test]
 async fn signed_urls_as_the_sdk_makes_them() {
     let Some(user) = test_user() else { return };

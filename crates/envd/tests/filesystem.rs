@@ -384,3 +384,114 @@ async fn move_crosses_filesystems_like_mv() {
     drop(disk);
     assert!(!mounted_under(mount_base.path()));
 }
+
+/// Metadata set out of band (as `setfattr -n user.e2b.<key>` would) shows in
+/// every EntryInfo: Stat, ListDir, Move (within and across filesystems, where
+/// it has to be copied) and watch events with entries.
+#[tokio::test]
+async fn metadata_shows_in_entries_and_survives_moves() {
+    let Some(user) = test_user() else { return };
+    let envd = Envd::start(None, "user");
+    let scratch = HomeScratch::new(&user, "fsmeta");
+    std::fs::create_dir_all(scratch.path.join("dir")).unwrap();
+    let file = scratch.path.join("dir/f.txt");
+    std::fs::write(&file, b"x").unwrap();
+    xattr::set(&file, "user.e2b.stage", b"raw").unwrap();
+    xattr::set(&file, "user.unrelated", b"not reported").unwrap();
+    xattr::set(scratch.path.join("dir"), "user.e2b.kind", b"folder").unwrap();
+    let rel = scratch.rel();
+
+    let (status, stat) = envd
+        .rpc("Stat", json!({"path": format!("{rel}/dir/f.txt")}), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{stat}");
+    assert_eq!(stat["entry"]["metadata"], json!({"stage": "raw"}));
+
+    let (_, listed) = envd
+        .rpc("ListDir", json!({"path": rel.clone(), "depth": 2}), None)
+        .await;
+    let entries = listed["entries"].as_array().unwrap();
+    assert_eq!(entries[0]["name"], "dir");
+    assert_eq!(entries[0]["metadata"], json!({"kind": "folder"}));
+    assert_eq!(entries[1]["name"], "f.txt");
+    assert_eq!(entries[1]["metadata"], json!({"stage": "raw"}));
+
+    // A symlink's entry describes its target, metadata included.
+    std::os::unix::fs::symlink("dir/f.txt", scratch.path.join("link")).unwrap();
+    let (_, stat) = envd
+        .rpc("Stat", json!({"path": format!("{rel}/link")}), None)
+        .await;
+    assert_eq!(stat["entry"]["metadata"], json!({"stage": "raw"}));
+
+    let (status, moved) = envd
+        .rpc(
+            "Move",
+            json!({"source": format!("{rel}/dir/f.txt"), "destination": format!("{rel}/g.txt")}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["entry"]["metadata"], json!({"stage": "raw"}));
+
+    // Across filesystems the attributes are copied, and a replaced file's own
+    // metadata does not survive.
+    let mount_base = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(mount_base.path(), "4m");
+    let destination = disk.dir.join("g.txt");
+    std::fs::write(&destination, b"old").unwrap();
+    xattr::set(&destination, "user.e2b.stale", b"yes").unwrap();
+    let (status, moved) = envd
+        .rpc(
+            "Move",
+            json!({"source": format!("{rel}/g.txt"), "destination": destination.to_str().unwrap()}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["entry"]["metadata"], json!({"stage": "raw"}));
+    assert_eq!(
+        xattr::get(&destination, "user.unrelated")
+            .unwrap()
+            .as_deref(),
+        Some(&b"not reported"[..]),
+        "other user.* attributes move along too, as with mv"
+    );
+    let (status, moved) = envd
+        .rpc(
+            "Move",
+            json!({"source": format!("{rel}/dir"), "destination": disk.dir.join("dir").to_str().unwrap()}),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["entry"]["metadata"], json!({"kind": "folder"}));
+
+    // Watch events carrying entries carry the metadata.
+    let mut stream = envd
+        .open_stream(
+            "WatchDir",
+            json!({"path": disk.dir.to_str().unwrap(), "includeEntry": true}),
+            &[],
+        )
+        .await;
+    assert_eq!(stream.next_within(5).await.unwrap().1, json!({"start": {}}));
+    std::fs::write(&destination, b"changed").unwrap();
+    loop {
+        let (_, msg) = stream.next_within(5).await.unwrap();
+        let Some(event) = msg.get("filesystem") else {
+            continue;
+        };
+        if event["name"] == "g.txt" && event["type"] == "EVENT_TYPE_WRITE" {
+            assert_eq!(
+                event["entry"]["metadata"],
+                json!({"stage": "raw"}),
+                "{event}"
+            );
+            break;
+        }
+    }
+    drop(stream);
+
+    drop(disk);
+    assert!(!mounted_under(mount_base.path()));
+}

@@ -188,6 +188,48 @@ describe('files', () => {
     assert.equal(link.symlinkTarget, path)
   })
 
+  it('stores file metadata on write and reports it from getInfo, list and rename', async () => {
+    const path = `${scratch.dir}/meta/tagged.txt`
+    const written = await sandbox.files.write(path, 'tagged', { metadata: { Author: 'Mish', purpose: 'e2e test' } })
+    // Keys come back lowercase: they travel as X-Metadata-<key> headers.
+    const expected = { author: 'Mish', purpose: 'e2e test' }
+    assert.deepEqual({ ...written.metadata }, expected)
+    assert.deepEqual({ ...(await sandbox.files.getInfo(path)).metadata }, expected)
+    const listed = await sandbox.files.list(`${scratch.dir}/meta`)
+    assert.deepEqual({ ...listed.find((e) => e.name === 'tagged.txt').metadata }, expected)
+    // Stored as user.e2b.* extended attributes, visible to tools in the
+    // sandbox (checked where the template has python3; getfattr is rarer).
+    const xattr = await sandbox.commands.run(
+      `if command -v python3 >/dev/null; then python3 -c "import os,sys; print(os.getxattr(sys.argv[1], 'user.e2b.author').decode())" ${path}; else echo no-python; fi`,
+    )
+    assert.ok(['Mish', 'no-python'].includes(xattr.stdout.trim()), xattr.stdout)
+
+    const renamed = await sandbox.files.rename(path, `${scratch.dir}/meta/renamed.txt`)
+    assert.deepEqual({ ...renamed.metadata }, expected)
+
+    // The octet-stream upload carries it too, and each write replaces the set.
+    const octet = await sandbox.files.write(`${scratch.dir}/meta/renamed.txt`, 'again', {
+      useOctetStream: true,
+      metadata: { stage: 'second' },
+    })
+    assert.deepEqual({ ...octet.metadata }, { stage: 'second' })
+    assert.deepEqual({ ...(await sandbox.files.getInfo(`${scratch.dir}/meta/renamed.txt`)).metadata }, { stage: 'second' })
+
+    // A write without metadata clears it.
+    const plain = await sandbox.files.write(`${scratch.dir}/meta/renamed.txt`, 'plain')
+    assert.equal(plain.metadata, undefined)
+    assert.equal((await sandbox.files.getInfo(`${scratch.dir}/meta/renamed.txt`)).metadata, undefined)
+
+    // The SDK refuses keys that cannot be header names; envd refuses what
+    // cannot be stored (over the 4 KiB per-file budget) with a 400.
+    const badKey = await rejection(() => sandbox.files.write(`${scratch.dir}/meta/bad.txt`, 'x', { metadata: { 'no spaces': '1' } }))
+    assert.ok(badKey instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${explain(badKey)}`)
+    const tooBig = await rejection(() => sandbox.files.write(`${scratch.dir}/meta/big.txt`, 'x', { metadata: { big: 'v'.repeat(5000) } }))
+    assert.ok(tooBig instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${explain(tooBig)}`)
+    assert.match(tooBig.message, /limit is 4096/)
+    assert.equal(await sandbox.files.exists(`${scratch.dir}/meta/big.txt`), false)
+  })
+
   it('owns written files by the requesting user', async () => {
     const mine = `${scratch.dir}/owned-by-user.txt`
     await sandbox.files.write(mine, 'u')

@@ -77,6 +77,24 @@ def test_get_info_and_ownership(sandbox, scratch):
     assert sandbox.files.get_info(f"{scratch}/root.txt").owner == "root"
 
 
+def test_file_metadata(sandbox, scratch):
+    path = f"{scratch}/meta/tagged.txt"
+    info = sandbox.files.write(path, "x", metadata={"Author": "Mish", "purpose": "e2e"})
+    expected = {"author": "Mish", "purpose": "e2e"}
+    assert info.metadata == expected
+    assert sandbox.files.get_info(path).metadata == expected
+    [entry] = sandbox.files.list(f"{scratch}/meta")
+    assert entry.metadata == expected
+    many = sandbox.files.write_files(
+        [{"path": f"{scratch}/meta/a.txt", "data": "a"}, {"path": f"{scratch}/meta/b.txt", "data": "b"}],
+        metadata={"batch": "1"},
+    )
+    assert [i.metadata for i in many] == [{"batch": "1"}, {"batch": "1"}]
+    # Writing again without metadata clears it.
+    assert sandbox.files.write(path, "y").metadata is None
+    assert sandbox.files.get_info(path).metadata is None
+
+
 def test_missing_file(sandbox, scratch):
     with pytest.raises(FileNotFoundException):
         sandbox.files.read(f"{scratch}/missing.txt")

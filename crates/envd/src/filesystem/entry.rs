@@ -50,7 +50,8 @@ impl OwnerNames {
 /// Describes `path` without following a final symlink. For a symlink, as E2B
 /// does: `symlink_target` is the fully resolved target (or the link itself
 /// when it cannot be resolved), `type` and `mode` are the target's, while
-/// size, permissions string, owner and times are the link's own.
+/// size, permissions string, owner and times are the link's own; metadata
+/// (the `user.e2b.*` xattrs, see `metadata`) is the target's as well.
 pub fn entry_info(path: &Path, names: &mut OwnerNames) -> Result<EntryInfo, FsError> {
     let meta = std::fs::symlink_metadata(path).map_err(|e| {
         FsError::io(
@@ -90,6 +91,7 @@ pub fn entry_from_metadata(path: &Path, meta: &Metadata, names: &mut OwnerNames)
         group: names.group(meta.gid()),
         modified_time: Timestamp::from_unix(meta.mtime(), meta.mtime_nsec() as i32).into(),
         symlink_target: symlink_target.map(|t| t.to_string_lossy().into_owned()),
+        metadata: super::metadata::read(path).into_iter().collect(),
         ..Default::default()
     }
 }
@@ -223,6 +225,19 @@ mod tests {
         assert!(!entry.owner.is_empty() && !entry.group.is_empty());
         assert!(entry.modified_time.is_set());
         assert_eq!(entry.symlink_target, None);
+        assert!(entry.metadata.is_empty());
+    }
+
+    #[test]
+    fn entry_carries_the_files_metadata() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("tagged.txt");
+        std::fs::write(&file, b"x").unwrap();
+        xattr::set(&file, "user.e2b.owner-team", b"infra").unwrap();
+        xattr::set(&file, "user.unrelated", b"not ours").unwrap();
+        let entry = entry_info(&file, &mut OwnerNames::default()).unwrap();
+        assert_eq!(entry.metadata.len(), 1);
+        assert_eq!(entry.metadata["owner-team"], "infra");
     }
 
     #[test]

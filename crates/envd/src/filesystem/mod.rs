@@ -6,6 +6,7 @@
 
 pub mod entry;
 pub mod error;
+pub mod metadata;
 pub mod ops;
 pub mod paths;
 pub mod watch;

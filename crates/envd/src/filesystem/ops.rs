@@ -133,7 +133,8 @@ pub fn rename(source: &Path, destination: &Path, user: &UserInfo) -> Result<Entr
     stat(destination)
 }
 
-/// Copies `source` to `destination` keeping modes and owners, then removes
+/// Copies `source` to `destination` keeping modes, owners and `user.*`
+/// extended attributes (file metadata among them), then removes
 /// `source`. A destination directory must not exist yet; a destination file
 /// is replaced, as rename would.
 fn move_across_filesystems(source: &Path, destination: &Path) -> Result<(), FsError> {
@@ -179,8 +180,11 @@ fn copy_tree(source: &Path, destination: &Path) -> Result<(), FsError> {
         }
         std::fs::set_permissions(destination, meta.permissions())
             .map_err(|e| FsError::io(ctx("copying mode of"), e))?;
+        super::metadata::copy_user_xattrs(source, destination);
     } else if file_type.is_file() {
         std::fs::copy(source, destination).map_err(|e| FsError::io(ctx("copying"), e))?;
+        // Keeps the file's metadata, which `std::fs::copy` would drop.
+        super::metadata::copy_user_xattrs(source, destination);
     } else {
         return Err(FsError::InvalidArgument(format!(
             "cannot move the special file '{}' to another filesystem",

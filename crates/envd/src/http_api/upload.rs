@@ -3,6 +3,10 @@
 //! `path` parameter names one) or as a raw `application/octet-stream` body.
 //! Bodies are streamed to disk; a gzip `Content-Encoding` is undone by the
 //! router's decompression layer before the handler sees the body.
+//!
+//! `X-Metadata-<key>: <value>` request headers become the written files'
+//! metadata (see `filesystem::metadata`): every file of the request gets the
+//! same set, replacing whatever it had, and it is echoed in the response.
 
 use std::fmt::Display;
 use std::fs::OpenOptions;
@@ -24,6 +28,7 @@ use super::auth::Operation;
 use super::error::ApiError;
 use super::{authorize_and_identify, resolve_path, FilesQuery};
 use crate::filesystem::error::FsError;
+use crate::filesystem::metadata::{self, Metadata};
 use crate::filesystem::paths::ensure_dirs;
 use crate::state::EnvdState;
 use crate::users::UserInfo;
@@ -35,10 +40,14 @@ pub struct WrittenFile {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The metadata the file now carries; left out when there is none, as
+    /// E2B does (the SDKs map a missing map to `undefined`/`None`).
+    #[serde(skip_serializing_if = "Metadata::is_empty")]
+    pub metadata: Metadata,
 }
 
 impl WrittenFile {
-    fn new(path: &Path) -> Self {
+    fn new(path: &Path, metadata: &Metadata) -> Self {
         Self {
             path: path.to_string_lossy().into_owned(),
             name: path
@@ -46,6 +55,7 @@ impl WrittenFile {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             kind: "file",
+            metadata: metadata.clone(),
         }
     }
 }
@@ -58,6 +68,8 @@ pub async fn upload(
 ) -> Result<Json<Vec<WrittenFile>>, ApiError> {
     let query = FilesQuery::from_extractor(query)?;
     let user = authorize_and_identify(&state, &headers, &query, Operation::Write)?;
+    // Checked before any byte is written, so bad metadata changes nothing.
+    let metadata = metadata::from_headers(&headers)?;
 
     // gzip was already decoded (and its header removed) by the router's layer.
     if let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) {
@@ -87,13 +99,13 @@ pub async fn upload(
             ));
         };
         let target = resolve_path(&state, path, &user)?;
-        write_file(&target, &user, body.into_data_stream()).await?;
-        vec![WrittenFile::new(&target)]
+        write_file(&target, &user, &metadata, body.into_data_stream()).await?;
+        vec![WrittenFile::new(&target, &metadata)]
     } else if media_type.starts_with("multipart/") {
         let boundary = multer::parse_boundary(content_type)
             .map_err(|e| ApiError::bad_request(format!("invalid multipart Content-Type: {e}")))?;
         let multipart = multer::Multipart::new(body.into_data_stream(), boundary);
-        write_parts(&state, &user, query.path.as_deref(), multipart).await?
+        write_parts(&state, &user, query.path.as_deref(), &metadata, multipart).await?
     } else {
         return Err(ApiError::bad_request(format!(
             "unsupported content type: '{content_type}', expected multipart/form-data or application/octet-stream"
@@ -107,6 +119,7 @@ async fn write_parts(
     state: &EnvdState,
     user: &UserInfo,
     path_param: Option<&str>,
+    metadata: &Metadata,
     mut multipart: multer::Multipart<'static>,
 ) -> Result<Vec<WrittenFile>, ApiError> {
     let mut written: Vec<WrittenFile> = Vec::new();
@@ -133,25 +146,45 @@ async fn write_parts(
                 "you cannot upload multiple files to the same path '{target_str}' in one upload request"
             )));
         }
-        write_file(&target, user, field).await?;
-        written.push(WrittenFile::new(&target));
+        write_file(&target, user, metadata, field).await?;
+        written.push(WrittenFile::new(&target, metadata));
     }
     Ok(written)
 }
 
 /// Creates (or truncates) `target` owned by `user`, creating missing parent
-/// directories owned by `user`, and streams `chunks` into it. A file left
-/// incomplete by an error is removed so it does not hold disk space.
-async fn write_file<S, E>(target: &Path, user: &UserInfo, mut chunks: S) -> Result<(), ApiError>
+/// directories owned by `user`, gives it exactly `metadata`, and streams
+/// `chunks` into it. A file left incomplete by an error is removed so it does
+/// not hold disk space.
+async fn write_file<S, E>(
+    target: &Path,
+    user: &UserInfo,
+    metadata: &Metadata,
+    mut chunks: S,
+) -> Result<(), ApiError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Display,
 {
     let path = target.to_path_buf();
     let (uid, gid) = (user.uid, user.gid);
-    let file = tokio::task::spawn_blocking(move || open_for_write(&path, uid, gid))
-        .await
-        .map_err(|e| ApiError::internal(format!("opening file failed: {e}")))??;
+    let metadata = metadata.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        let file = open_for_write(&path, uid, gid)?;
+        // Metadata goes on before the body: a failure then costs no upload,
+        // and watchers reporting entries see it from the first write event.
+        if let Err(e) = metadata::replace(&file, &path, &metadata) {
+            drop(file);
+            // Like a failed write: the truncated file is not left behind.
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a file whose metadata failed");
+            }
+            return Err(ApiError::from(e));
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("opening file failed: {e}")))??;
     let mut file = tokio::fs::File::from_std(file);
 
     let result = async {
