@@ -53,7 +53,10 @@ impl ApiConfig {
             max_timeout: Duration::from_secs(24 * 3600),
             node: "local".into(),
             client_id: "6532622b".into(),
-            envd_version: "0.5.7".into(),
+            // What our envd implements, as the SDKs gate on it: file metadata
+            // (0.6.2), entry info in watch events (0.6.3), network-mount flag
+            // on watches (0.6.4).
+            envd_version: "0.6.4".into(),
             default_cpu_count: 2,
             default_memory_mb: 512,
             default_disk_mb: 2048,

@@ -423,7 +423,7 @@ async fn chunked_create_with_every_option() {
     assert_eq!(sb["templateID"], "base");
     assert_eq!(sb["domain"], "sandbar.localhost:8443");
     assert!(sb["clientID"].as_str().is_some_and(|c| !c.is_empty()));
-    assert_eq!(sb["envdVersion"], "0.5.7");
+    assert_eq!(sb["envdVersion"], "0.6.4");
     let envd_token = sb["envdAccessToken"].as_str().unwrap();
     let traffic_token = sb["trafficAccessToken"].as_str().unwrap();
 

@@ -213,7 +213,8 @@ describe('files', () => {
       metadata: { stage: 'second' },
     })
     assert.deepEqual({ ...octet.metadata }, { stage: 'second' })
-    assert.deepEqual({ ...(await sandbox.files.getInfo(`${scratch.dir}/meta/renamed.txt`)).metadata }, { stage: 'second' })
+    const second = await sandbox.files.getInfo(`${scratch.dir}/meta/renamed.txt`)
+    assert.deepEqual({ ...second.metadata }, { stage: 'second' })
 
     // A write without metadata clears it.
     const plain = await sandbox.files.write(`${scratch.dir}/meta/renamed.txt`, 'plain')
@@ -222,9 +223,13 @@ describe('files', () => {
 
     // The SDK refuses keys that cannot be header names; envd refuses what
     // cannot be stored (over the 4 KiB per-file budget) with a 400.
-    const badKey = await rejection(() => sandbox.files.write(`${scratch.dir}/meta/bad.txt`, 'x', { metadata: { 'no spaces': '1' } }))
+    const badKey = await rejection(() =>
+      sandbox.files.write(`${scratch.dir}/meta/bad.txt`, 'x', { metadata: { 'no spaces': '1' } }),
+    )
     assert.ok(badKey instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${explain(badKey)}`)
-    const tooBig = await rejection(() => sandbox.files.write(`${scratch.dir}/meta/big.txt`, 'x', { metadata: { big: 'v'.repeat(5000) } }))
+    const tooBig = await rejection(() =>
+      sandbox.files.write(`${scratch.dir}/meta/big.txt`, 'x', { metadata: { big: 'v'.repeat(5000) } }),
+    )
     assert.ok(tooBig instanceof InvalidArgumentError, `expected InvalidArgumentError, got ${explain(tooBig)}`)
     assert.match(tooBig.message, /limit is 4096/)
     assert.equal(await sandbox.files.exists(`${scratch.dir}/meta/big.txt`), false)

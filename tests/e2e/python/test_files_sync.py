@@ -76,6 +76,12 @@ def test_get_info_and_ownership(sandbox, scratch):
     sandbox.files.write(f"{scratch}/root.txt", "r", user="root")
     assert sandbox.files.get_info(f"{scratch}/root.txt").owner == "root"
 
+    # A symlink is reported as one (is_symlink), with its resolved target.
+    sandbox.commands.run(f"ln -s {path} {scratch}/link")
+    link = sandbox.files.get_info(f"{scratch}/link")
+    assert link.type == FileType.SYMLINK
+    assert link.symlink_target == path
+
 
 def test_file_metadata(sandbox, scratch):
     path = f"{scratch}/meta/tagged.txt"
@@ -86,7 +92,10 @@ def test_file_metadata(sandbox, scratch):
     [entry] = sandbox.files.list(f"{scratch}/meta")
     assert entry.metadata == expected
     many = sandbox.files.write_files(
-        [{"path": f"{scratch}/meta/a.txt", "data": "a"}, {"path": f"{scratch}/meta/b.txt", "data": "b"}],
+        [
+            {"path": f"{scratch}/meta/a.txt", "data": "a"},
+            {"path": f"{scratch}/meta/b.txt", "data": "b"},
+        ],
         metadata={"batch": "1"},
     )
     assert [i.metadata for i in many] == [{"batch": "1"}, {"batch": "1"}]

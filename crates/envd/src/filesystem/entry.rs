@@ -92,6 +92,7 @@ pub fn entry_from_metadata(path: &Path, meta: &Metadata, names: &mut OwnerNames)
         modified_time: Timestamp::from_unix(meta.mtime(), meta.mtime_nsec() as i32).into(),
         symlink_target: symlink_target.map(|t| t.to_string_lossy().into_owned()),
         metadata: super::metadata::read(path).into_iter().collect(),
+        is_symlink: meta.file_type().is_symlink(),
         ..Default::default()
     }
 }
