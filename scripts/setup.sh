@@ -45,10 +45,18 @@ else
   nohup /usr/local/bin/sandbar serve >>/var/log/sandbar/serve.log 2>&1 &
 fi
 
-for _ in $(seq 100); do
-  sandbar env >/dev/null 2>&1 && curl -fsS -o /dev/null "$(sandbar env --get E2B_API_URL)/health" 2>/dev/null && break
+# Ready when the API answers at the URL `sandbar env` hands to the SDKs.
+api=""
+for _ in $(seq 150); do
+  api=$(sandbar env 2>/dev/null | sed -n "s/^export E2B_API_URL='\(.*\)'$/\1/p")
+  [[ -n "$api" ]] && curl -fsS -o /dev/null "$api/health" 2>/dev/null && break
+  api=""
   sleep 0.2
 done
+if [[ -z "$api" ]]; then
+  echo "sandbar did not become ready; see /var/log/sandbar/serve.log or 'journalctl -u sandbar'" >&2
+  exit 1
+fi
 echo
 echo "sandbar is running. Point the E2B SDKs at it with:"
 echo '  eval "$(sandbar env)"'
