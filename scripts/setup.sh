@@ -48,7 +48,7 @@ fi
 # Ready when the API answers at the URL `sandbar env` hands to the SDKs.
 api=""
 for _ in $(seq 150); do
-  api=$(sandbar env 2>/dev/null | sed -n "s/^export E2B_API_URL='\(.*\)'$/\1/p")
+  api=$(sandbar env 2>/dev/null | sed -n "s/^export E2B_API_URL='\(.*\)'$/\1/p" || true)
   [[ -n "$api" ]] && curl -fsS -o /dev/null "$api/health" 2>/dev/null && break
   api=""
   sleep 0.2
