@@ -79,10 +79,10 @@ pub struct ConnectBody {
     pub timeout: Option<f64>,
 }
 
-/// What create and connect answer.
+/// The fields every sandbox answer starts with (create, connect, get, list).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Sandbox {
+pub struct SandboxIdentity {
     #[serde(rename = "templateID")]
     pub template_id: String,
     #[serde(rename = "sandboxID")]
@@ -94,27 +94,25 @@ pub struct Sandbox {
     pub envd_version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub envd_access_token: Option<String>,
-    pub traffic_access_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+}
+
+/// What create and connect answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sandbox {
+    #[serde(flatten)]
+    pub identity: SandboxIdentity,
+    pub traffic_access_token: Option<String>,
 }
 
 /// `GET /sandboxes/{id}` and the list entries (a superset of both shapes).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxDetail {
-    #[serde(rename = "templateID")]
-    pub template_id: String,
-    #[serde(rename = "sandboxID")]
-    pub sandbox_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub alias: Option<String>,
-    #[serde(rename = "clientID")]
-    pub client_id: String,
-    pub envd_version: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub envd_access_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub domain: Option<String>,
+    #[serde(flatten)]
+    pub identity: SandboxIdentity,
     pub started_at: String,
     pub end_at: String,
     pub cpu_count: u32,

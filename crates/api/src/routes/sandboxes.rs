@@ -15,7 +15,7 @@ use crate::body::{JsonBody, OptionalJsonBody};
 use crate::error::ApiError;
 use crate::model::{
     rfc3339, ConnectBody, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail,
-    SandboxLogs, SandboxMetric, TimeoutBody,
+    SandboxIdentity, SandboxLogs, SandboxMetric, TimeoutBody,
 };
 use crate::timeouts;
 use crate::AppState;
@@ -52,28 +52,28 @@ fn runtime_error(e: RuntimeError) -> ApiError {
     }
 }
 
-pub(crate) fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Sandbox {
-    Sandbox {
+fn identity(state: &AppState, r: &SandboxRecord) -> SandboxIdentity {
+    SandboxIdentity {
         template_id: r.template.clone(),
         sandbox_id: r.id.clone(),
         alias: r.alias.clone(),
         client_id: r.client_id.clone(),
         envd_version: state.config.envd_version.clone(),
         envd_access_token: r.envd_access_token.clone(),
-        traffic_access_token: r.traffic_access_token.clone(),
         domain: Some(state.config.public_domain.clone()),
+    }
+}
+
+pub(crate) fn sandbox_json(state: &AppState, r: &SandboxRecord) -> Sandbox {
+    Sandbox {
+        identity: identity(state, r),
+        traffic_access_token: r.traffic_access_token.clone(),
     }
 }
 
 pub(crate) fn detail_json(state: &AppState, r: &SandboxRecord) -> SandboxDetail {
     SandboxDetail {
-        template_id: r.template.clone(),
-        sandbox_id: r.id.clone(),
-        alias: r.alias.clone(),
-        client_id: r.client_id.clone(),
-        envd_version: state.config.envd_version.clone(),
-        envd_access_token: r.envd_access_token.clone(),
-        domain: Some(state.config.public_domain.clone()),
+        identity: identity(state, r),
         started_at: rfc3339(r.started_at),
         end_at: rfc3339(r.end_at),
         cpu_count: r.cpu_count,
