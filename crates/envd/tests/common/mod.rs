@@ -209,6 +209,20 @@ impl Envd {
             .unwrap_or_else(|| panic!("not a start event: {first}")) as u32;
         (stream, pid)
     }
+
+    /// Runs `script` with `bash -c` to its end and collects everything it sent.
+    pub async fn run_bash(
+        &self,
+        script: &str,
+        extra: Value,
+        headers: &[(&str, &str)],
+    ) -> Collected {
+        self.start_bash(script, extra, headers)
+            .await
+            .0
+            .collect()
+            .await
+    }
 }
 
 impl Drop for Envd {
