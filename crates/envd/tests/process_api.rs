@@ -35,12 +35,7 @@ async fn start_streams_output_and_exit_code() {
     );
     assert_eq!(out.trailer, Some(json!({})));
 
-    let ok = envd
-        .start_bash("true", json!({}), &[])
-        .await
-        .0
-        .collect()
-        .await;
+    let ok = envd.run_bash("true", json!({}), &[]).await;
     assert_eq!(
         ok.end(),
         &json!({"exited": true, "status": "exit status 0"})
@@ -58,25 +53,19 @@ async fn environment_cwd_and_user() {
     let script = "echo $SANDBOX_VAR $CALL_VAR $OVERRIDDEN; pwd; id -un";
     let extra =
         json!({"process": {"envs": {"CALL_VAR": "c", "OVERRIDDEN": "call"}, "cwd": "/tmp"}});
-    let out = envd.start_bash(script, extra, &[]).await.0.collect().await;
+    let out = envd.run_bash(script, extra, &[]).await;
     assert_eq!(out.stdout(), "s c call\n/tmp\nuser\n");
 
     // Basic auth picks the user.
     let root_auth = format!("Basic {}", b64(b"root:"));
     let out = envd
-        .start_bash("id -u; pwd", json!({}), &[("authorization", &root_auth)])
-        .await
-        .0
-        .collect()
+        .run_bash("id -u; pwd", json!({}), &[("authorization", &root_auth)])
         .await;
     assert_eq!(out.stdout(), "0\n/root\n");
 
     // `~` expands to the user's home.
     let out = envd
-        .start_bash("pwd", json!({"process": {"cwd": "~"}}), &[])
-        .await
-        .0
-        .collect()
+        .run_bash("pwd", json!({"process": {"cwd": "~"}}), &[])
         .await;
     let home = nix::unistd::User::from_name("user").unwrap().unwrap().dir;
     assert_eq!(out.stdout(), format!("{}\n", home.display()));
@@ -320,7 +309,12 @@ async fn connect_list_and_reattach_after_client_left() {
     }
     let envd = Envd::start();
     let script = "echo one; sleep 1; echo two";
-    let (stream, pid) = envd.start_bash(script, json!({"tag": "worker"}), &[]).await;
+    let (mut stream, pid) = envd.start_bash(script, json!({"tag": "worker"}), &[]).await;
+    // Read "one" first, so that what a re-attach sees is only what comes
+    // after it (otherwise a slow bash could print "one" after the attach).
+    let first = stream.next_event().await.expect("a data event");
+    let text = first["data"]["stdout"].as_str().map(base64_decode);
+    assert_eq!(text.as_deref(), Some(&b"one\n"[..]), "{first}");
     // The client goes away; the process must keep running.
     drop(stream);
 
@@ -390,10 +384,7 @@ async fn access_token_and_cors() {
         .await;
     assert_eq!(status, 200);
     let out = envd
-        .start_bash("echo ok", json!({}), &[("x-access-token", "secret-token")])
-        .await
-        .0
-        .collect()
+        .run_bash("echo ok", json!({}), &[("x-access-token", "secret-token")])
         .await;
     assert_eq!(out.stdout(), "ok\n");
 
@@ -502,12 +493,7 @@ async fn many_concurrent_processes_keep_their_exit_codes() {
     let runs = (0..24).map(|i| {
         let envd = &envd;
         async move {
-            let out = envd
-                .start_bash(&format!("exit {i}"), json!({}), &[])
-                .await
-                .0
-                .collect()
-                .await;
+            let out = envd.run_bash(&format!("exit {i}"), json!({}), &[]).await;
             (i, out.end()["exitCode"].as_i64().unwrap_or(0))
         }
     });
@@ -524,10 +510,7 @@ async fn orphans_are_reaped() {
     let envd = Envd::start();
     // The subshell exits at once; its `sleep` is re-parented to envd.
     let out = envd
-        .start_bash("(sleep 0.3 &); echo started", json!({}), &[])
-        .await
-        .0
-        .collect()
+        .run_bash("(sleep 0.3 &); echo started", json!({}), &[])
         .await;
     assert_eq!(out.stdout(), "started\n");
     let envd_pid = envd.pid();
@@ -615,10 +598,7 @@ async fn as_pid1_it_reaps_orphans_without_stealing_statuses() {
     }
     let envd = Envd::start_as_pid1();
     let out = envd
-        .start_bash("echo $$; (sleep 0.2 &); exit 7", json!({}), &[])
-        .await
-        .0
-        .collect()
+        .run_bash("echo $$; (sleep 0.2 &); exit 7", json!({}), &[])
         .await;
     assert_eq!(out.end()["exitCode"], 7);
     // The pid is the namespace's, so envd really is PID 1 there.
@@ -627,12 +607,7 @@ async fn as_pid1_it_reaps_orphans_without_stealing_statuses() {
         let envd = &envd;
         async move {
             let script = format!("(sleep 0.1 & sleep 0.05 &); exit {i}");
-            let out = envd
-                .start_bash(&script, json!({}), &[])
-                .await
-                .0
-                .collect()
-                .await;
+            let out = envd.run_bash(&script, json!({}), &[]).await;
             (i, out.end()["exitCode"].as_i64().unwrap_or(0))
         }
     });
@@ -656,10 +631,7 @@ async fn large_output_arrives_complete_and_in_order() {
     }
     let envd = Envd::start();
     let out = envd
-        .start_bash("seq 1 300000; seq 1 1000 >&2", json!({}), &[])
-        .await
-        .0
-        .collect()
+        .run_bash("seq 1 300000; seq 1 1000 >&2", json!({}), &[])
         .await;
     let expected: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
     assert_eq!(out.stdout.len(), expected.len());
