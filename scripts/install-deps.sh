@@ -26,6 +26,18 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The official JS SDK (e2b 2.x) needs Node.js >= 20.18.1; Debian 12's own
+# nodejs is 18, so say so plainly rather than fail deep inside the suite.
+if [[ "${1:-}" == "--with-test-tools" ]]; then
+  node_version=$(node -p 'process.versions.node' 2>/dev/null || echo 0)
+  if ! node -e '
+    const [a, b, c] = process.versions.node.split(".").map(Number)
+    process.exit(a > 20 || (a === 20 && (b > 18 || (b === 18 && c >= 1))) ? 0 : 1)' 2>/dev/null; then
+    echo "the end-to-end suites need Node.js >= 20.18.1 (found ${node_version}); install a newer nodejs package (e.g. from NodeSource or Debian 13) and run again" >&2
+    exit 1
+  fi
+fi
+
 # glibc resolves *.localhost to loopback through nss-myhostname, which is how
 # the default domain (sandbar.localhost) reaches the local edge proxy.
 if ! grep -Eq '^hosts:.*\bmyhostname\b' /etc/nsswitch.conf; then
