@@ -8,10 +8,12 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
-echo "==> building sandbar and envd (release)"
-cargo build --release --locked -p sandbar -p envd
+echo "==> building sandbar, envd and sandbar-interpreter (release)"
+cargo build --release --locked -p sandbar -p envd -p sandbar-interpreter
 target_dir="${CARGO_TARGET_DIR:-target}"
-install -m 0755 "$target_dir/release/sandbar" "$target_dir/release/envd" /usr/local/bin/
+# `sandbar serve` finds envd and sandbar-interpreter next to itself.
+install -m 0755 "$target_dir/release/sandbar" "$target_dir/release/envd" \
+  "$target_dir/release/sandbar-interpreter" /usr/local/bin/
 
 echo "==> building the default templates (cached after the first time)"
 sandbar template build base

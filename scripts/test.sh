@@ -36,7 +36,8 @@ step "end-to-end: envd with the official SDKs"
 E2E_ENVD_BIN="$bin/envd" tests/e2e/run-envd.sh
 
 step "end-to-end: the platform with the official SDKs"
-E2E_SANDBAR_BIN="$bin/sandbar" E2E_ENVD_BIN="$bin/envd" E2E_WITH_SDK_SUITES=1 tests/e2e/run-platform.sh
+E2E_SANDBAR_BIN="$bin/sandbar" E2E_ENVD_BIN="$bin/envd" E2E_INTERPRETER_BIN="$bin/sandbar-interpreter" \
+  E2E_WITH_SDK_SUITES=1 tests/e2e/run-platform.sh
 
 step "benchmark smoke run (every row, tiny counts)"
 "$bin/sandbar-bench" --smoke

@@ -8,6 +8,8 @@
 #   tests/e2e/run-platform.sh
 #   E2E_SANDBAR_BIN=/path/to/sandbar   use that binary instead of building
 #   E2E_ENVD_BIN=/path/to/envd         the envd put into sandboxes
+#   E2E_INTERPRETER_BIN=/path/to/sandbar-interpreter
+#                                      the code-interpreter server put into code-interpreter-v1 sandboxes
 #   E2E_TEMPLATES_DIR=/dir             built templates (default /var/lib/sandbar/templates;
 #                                      base and code-interpreter-v1 are built there if missing)
 #   E2E_SUITES="js python cli"         which platform suites
@@ -25,14 +27,16 @@ source "$here/lib/common.sh"
 ensure_sdks
 
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
-if [[ -z "${E2E_SANDBAR_BIN:-}" || -z "${E2E_ENVD_BIN:-}" ]]; then
-  log "building sandbar and envd"
-  (cd "$repo" && cargo build -p sandbar -p envd)
+if [[ -z "${E2E_SANDBAR_BIN:-}" || -z "${E2E_ENVD_BIN:-}" || -z "${E2E_INTERPRETER_BIN:-}" ]]; then
+  log "building sandbar, envd and sandbar-interpreter"
+  (cd "$repo" && cargo build -p sandbar -p envd -p sandbar-interpreter)
 fi
 sandbar="${E2E_SANDBAR_BIN:-$target_dir/debug/sandbar}"
 envd="${E2E_ENVD_BIN:-$target_dir/debug/envd}"
+interpreter="${E2E_INTERPRETER_BIN:-$target_dir/debug/sandbar-interpreter}"
 [[ -x "$sandbar" ]] || die "sandbar binary not found: $sandbar"
 [[ -x "$envd" ]] || die "envd binary not found: $envd"
+[[ -x "$interpreter" ]] || die "sandbar-interpreter binary not found: $interpreter"
 templates="${E2E_TEMPLATES_DIR:-/var/lib/sandbar/templates}"
 
 for t in base code-interpreter-v1; do
@@ -109,7 +113,7 @@ log "starting sandbar: instance $instance, subnet $subnet, API :$api_port, HTTPS
 "$sandbar" --data-dir "$data" --templates-dir "$templates" serve \
   --instance "$instance" --subnet "$subnet" \
   --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port" \
-  --envd "$envd" >"$server_log" 2>&1 &
+  --envd "$envd" --interpreter "$interpreter" >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || die "sandbar exited at start: $(tail -n 20 "$server_log")"

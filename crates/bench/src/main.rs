@@ -1,6 +1,7 @@
 //! `sandbar-bench`: starts its own `sandbar serve` in a scratch data dir,
-//! measures create-to-ready, the official SDK's create and exec, the edge
-//! proxy beside direct access and nginx, WebSocket round trips, memory per
+//! measures create-to-ready, the official SDK's create and exec, the
+//! code-interpreter SDK's create and `run_code`, the edge proxy beside direct
+//! access and nginx, WebSocket round trips, memory per
 //! idle sandbox and density, and teardown; stops everything it started and
 //! prints one table (markdown, or JSON with `--json`).
 
@@ -41,6 +42,7 @@ enum Section {
     Create,
     Exec,
     Sdk,
+    Interpreter,
     Proxy,
     Websocket,
     Density,
@@ -75,8 +77,9 @@ struct Args {
     /// Seconds of each wrk run (default 10; smoke 2).
     #[arg(long)]
     duration: Option<u64>,
-    /// A venv with PyPI `e2b` 2.63.x; default: tests/e2e/.venv when it has
-    /// one, else a new venv in the scratch dir.
+    /// A venv with PyPI `e2b` 2.63.x (and `e2b-code-interpreter` 2.11.x for
+    /// the interpreter rows); default: tests/e2e/.venv when it has them, else
+    /// a new venv in the scratch dir.
     #[arg(long)]
     python_venv: Option<PathBuf>,
     /// Subnet for the scratch server's sandboxes; default: a random /20 in 10.160.0.0/11.
@@ -98,6 +101,8 @@ struct Counts {
     create_plan: Vec<(usize, usize)>,
     sdk_create: usize,
     sdk_exec: usize,
+    interpreter_create: usize,
+    interpreter_exec: usize,
     wrk_seconds: u64,
     wrk_rounds: usize,
     ws_messages: usize,
@@ -112,6 +117,8 @@ impl Counts {
                 create_plan: vec![(1, 3), (3, 1), (5, 1)],
                 sdk_create: 2,
                 sdk_exec: 10,
+                interpreter_create: 1,
+                interpreter_exec: 10,
                 wrk_seconds: 2,
                 wrk_rounds: 1,
                 ws_messages: 20,
@@ -123,6 +130,8 @@ impl Counts {
                 create_plan: vec![(1, 50), (10, 5), (50, 2)],
                 sdk_create: 30,
                 sdk_exec: 300,
+                interpreter_create: 10,
+                interpreter_exec: 300,
                 wrk_seconds: 10,
                 wrk_rounds: 3,
                 ws_messages: 1000,
@@ -329,10 +338,28 @@ async fn measure(
         tracing::info!("raw Connect Start round trip");
         rows.push(exec_row(&api, sandbar, counts.sdk_exec).await);
     }
-    if wants(Section::Sdk) {
-        tracing::info!("official Python SDK");
-        let python = sdk::Python::prepare(args.python_venv.as_deref(), scratch).await;
-        rows.extend(sdk::rows(python, &sandbar.env, counts.sdk_create, counts.sdk_exec).await);
+    if wants(Section::Sdk) || wants(Section::Interpreter) {
+        let mut packages = vec![&sdk::E2B];
+        if wants(Section::Interpreter) {
+            packages.push(&sdk::CODE_INTERPRETER);
+        }
+        let python = sdk::Python::prepare(args.python_venv.as_deref(), scratch, &packages).await;
+        if wants(Section::Sdk) {
+            tracing::info!("official Python SDK");
+            rows.extend(sdk::rows(&python, &sandbar.env, counts.sdk_create, counts.sdk_exec).await);
+        }
+        if wants(Section::Interpreter) {
+            tracing::info!("official Python code-interpreter SDK");
+            rows.extend(
+                sdk::interpreter_rows(
+                    &python,
+                    &sandbar.env,
+                    counts.interpreter_create,
+                    counts.interpreter_exec,
+                )
+                .await,
+            );
+        }
     }
     if wants(Section::Proxy) || wants(Section::Websocket) {
         tracing::info!("edge proxy");

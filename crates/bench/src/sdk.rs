@@ -1,5 +1,6 @@
-//! Rows measured through the official E2B Python SDK (PyPI `e2b` 2.63.x):
-//! a venv (reused from the end-to-end suite when it has the right SDK, else
+//! Rows measured through the official E2B Python SDKs (PyPI `e2b` 2.63.x,
+//! and `e2b-code-interpreter` 2.11.x for the code-interpreter rows): a venv
+//! (reused from the end-to-end suite when it has the right versions, else
 //! made in the scratch dir) runs a small timing script.
 
 use std::path::{Path, PathBuf};
@@ -14,11 +15,28 @@ use crate::server::SandbarEnv;
 use crate::stats::Summary;
 
 const SCRIPT: &str = include_str!("../assets/sdk_bench.py");
-const SDK_REQUIREMENT: &str = "e2b~=2.63.0";
-const SDK_SERIES: &str = "2.63.";
 /// The end-to-end suite's venv, relative to the repository root.
 const E2E_VENV: &str = "tests/e2e/.venv";
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A PyPI package the timing script imports, and the versions it accepts.
+pub struct Package {
+    name: &'static str,
+    series: &'static str,
+    requirement: &'static str,
+}
+
+pub const E2B: Package = Package {
+    name: "e2b",
+    series: "2.63.",
+    requirement: "e2b~=2.63.0",
+};
+
+pub const CODE_INTERPRETER: Package = Package {
+    name: "e2b-code-interpreter",
+    series: "2.11.",
+    requirement: "e2b-code-interpreter~=2.11.5",
+};
 
 #[derive(Deserialize)]
 struct Output {
@@ -31,11 +49,12 @@ pub struct Python {
     script: PathBuf,
 }
 
-async fn sdk_version(python: &Path) -> Option<String> {
+async fn package_version(python: &Path, package: &str) -> Option<String> {
     let out = Command::new(python)
         .args([
             "-c",
-            "import importlib.metadata as m; print(m.version('e2b'))",
+            "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))",
+            package,
         ])
         .output()
         .await
@@ -45,10 +64,29 @@ async fn sdk_version(python: &Path) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// The first of `packages` that `python` lacks or holds in another series,
+/// with the version found.
+async fn mismatch<'a>(
+    python: &Path,
+    packages: &[&'a Package],
+) -> Option<(&'a Package, Option<String>)> {
+    for &p in packages {
+        match package_version(python, p.name).await {
+            Some(v) if v.starts_with(p.series) => {}
+            found => return Some((p, found)),
+        }
+    }
+    None
+}
+
 impl Python {
-    /// `explicit`, else the e2e venv when it holds e2b 2.63.x, else a new
-    /// venv under `scratch`.
-    pub async fn prepare(explicit: Option<&Path>, scratch: &Path) -> Result<Self> {
+    /// `explicit`, else the e2e venv when it holds every one of `packages`
+    /// in the right series, else a new venv under `scratch`.
+    pub async fn prepare(
+        explicit: Option<&Path>,
+        scratch: &Path,
+        packages: &[&Package],
+    ) -> Result<Self> {
         let script = scratch.join("sdk_bench.py");
         std::fs::write(&script, SCRIPT).context("writing the SDK script")?;
         let candidates: Vec<PathBuf> = match explicit {
@@ -57,22 +95,27 @@ impl Python {
         };
         for venv in &candidates {
             let bin = venv.join("bin/python");
-            match sdk_version(&bin).await {
-                Some(v) if v.starts_with(SDK_SERIES) => {
-                    tracing::info!(venv = %venv.display(), sdk = %v, "using the existing venv");
+            match mismatch(&bin, packages).await {
+                None => {
+                    tracing::info!(venv = %venv.display(), "using the existing venv");
                     return Ok(Self { bin, script });
                 }
-                found if explicit.is_some() => {
+                Some((p, found)) if explicit.is_some() => {
                     bail!(
-                        "{} has e2b {found:?}, the bench needs {SDK_REQUIREMENT}",
-                        venv.display()
+                        "{} has {} {found:?}, the bench needs {}",
+                        venv.display(),
+                        p.name,
+                        p.requirement
                     )
                 }
-                _ => {}
+                Some((p, found)) => {
+                    tracing::info!(venv = %venv.display(), package = p.name, ?found, "not using the e2e venv");
+                }
             }
         }
         let venv = scratch.join("venv");
-        tracing::info!(venv = %venv.display(), "making a venv with {SDK_REQUIREMENT}");
+        let requirements: Vec<&str> = packages.iter().map(|p| p.requirement).collect();
+        tracing::info!(venv = %venv.display(), ?requirements, "making a venv");
         let status = Command::new("python3")
             .arg("-m")
             .arg("venv")
@@ -84,18 +127,15 @@ impl Python {
             bail!("python3 -m venv {} failed ({status})", venv.display());
         }
         let out = Command::new(venv.join("bin/pip"))
-            .args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                SDK_REQUIREMENT,
-            ])
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(&requirements)
             .output()
             .await
             .context("pip install")?;
         if !out.status.success() {
             bail!(
-                "pip install {SDK_REQUIREMENT} failed: {}",
+                "pip install {} failed: {}",
+                requirements.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -134,45 +174,134 @@ impl Python {
     }
 }
 
+/// One row the timing script measures.
+struct Spec {
+    what: &'static str,
+    mode: &'static str,
+    n: usize,
+    target: Option<Target>,
+    note: &'static str,
+}
+
+async fn measured_rows(python: &Result<Python>, env: &SandbarEnv, specs: &[Spec]) -> Vec<Row> {
+    let python = match python {
+        Ok(p) => p,
+        Err(e) => return specs.iter().map(|s| Row::error(s.what, e)).collect(),
+    };
+    let mut rows = Vec::new();
+    for s in specs {
+        rows.push(match python.run(env, s.mode, s.n).await {
+            Ok(out) => match Summary::of(&out.samples_ms) {
+                Some(summary) => {
+                    let mut row = Row::new(
+                        s.what,
+                        Measure::Distribution {
+                            unit: Unit::Ms,
+                            summary,
+                        },
+                    )
+                    .note(format!("{}; {}", s.note, out.sdk));
+                    if let Some(t) = s.target {
+                        row = row.target(t);
+                    }
+                    row.judged()
+                }
+                None => Row::error(
+                    s.what,
+                    &anyhow::anyhow!("the SDK script reported no samples"),
+                ),
+            },
+            Err(e) => Row::error(s.what, &e),
+        });
+    }
+    rows
+}
+
+/// The base SDK: create + first command, and a warm `commands.run`.
 pub async fn rows(
-    python: Result<Python>,
+    python: &Result<Python>,
     env: &SandbarEnv,
     create_n: usize,
     exec_n: usize,
 ) -> Vec<Row> {
-    const CREATE: &str = "create + first command (Python SDK)";
-    const EXEC: &str = "commands.run('true') round trip (Python SDK)";
-    let python = match python {
-        Ok(p) => p,
-        Err(e) => return vec![Row::error(CREATE, &e), Row::error(EXEC, &e)],
-    };
-    let mut rows = Vec::new();
-    for (what, mode, n, target, note) in [
-        (
-            CREATE,
-            "create-run",
-            create_n,
-            60.0,
-            "Sandbox.create() then commands.run('true'), sync API, one at a time",
-        ),
-        (EXEC, "exec", exec_n, 5.0, "warm sandbox, sync API"),
-    ] {
-        rows.push(match python.run(env, mode, n).await {
-            Ok(out) => match Summary::of(&out.samples_ms) {
-                Some(summary) => Row::new(
-                    what,
-                    Measure::Distribution {
-                        unit: Unit::Ms,
-                        summary,
-                    },
-                )
-                .target(Target::MedianAtMost(target))
-                .note(format!("{note}; e2b {}", out.sdk))
-                .judged(),
-                None => Row::error(what, &anyhow::anyhow!("the SDK script reported no samples")),
+    measured_rows(
+        python,
+        env,
+        &[
+            Spec {
+                what: "create + first command (Python SDK)",
+                mode: "create-run",
+                n: create_n,
+                target: Some(Target::MedianAtMost(60.0)),
+                note: "Sandbox.create() then commands.run('true'), sync API, one at a time",
             },
-            Err(e) => Row::error(what, &e),
-        });
+            Spec {
+                what: "commands.run('true') round trip (Python SDK)",
+                mode: "exec",
+                n: exec_n,
+                target: Some(Target::MedianAtMost(5.0)),
+                note: "warm sandbox, sync API",
+            },
+        ],
+    )
+    .await
+}
+
+/// The code-interpreter SDK (template `code-interpreter-v1`, its kernel
+/// server on port 49999): create to the first result, and a warm `run_code`.
+pub async fn interpreter_rows(
+    python: &Result<Python>,
+    env: &SandbarEnv,
+    create_n: usize,
+    exec_n: usize,
+) -> Vec<Row> {
+    measured_rows(
+        python,
+        env,
+        &[
+            Spec {
+                what: "create → first run_code('1+1') result, warm sandbox ready (Python code-interpreter SDK)",
+                mode: "interpreter-create-run",
+                n: create_n,
+                target: None,
+                note: "Sandbox.create() then run_code('1+1') until its result, sync API; each sample waits 3 s first, so the warm code-interpreter-v1 sandbox sandbar serve keeps (--warm, default 1) is ready with its kernel: the usual case",
+            },
+            Spec {
+                what: "create → first run_code('1+1') result, no warm sandbox (Python code-interpreter SDK)",
+                mode: "interpreter-create-run-cold",
+                n: create_n,
+                target: None,
+                note: "a second Sandbox.create() right after one took the warm sandbox, so this one boots its kernel: what a burst beyond the pool pays",
+            },
+            Spec {
+                what: "run_code('1+1') round trip (Python code-interpreter SDK)",
+                mode: "interpreter-exec",
+                n: exec_n,
+                target: Some(Target::MedianAtMost(10.0)),
+                note: "warm sandbox and kernel, default context, sync API",
+            },
+        ],
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_knows_every_mode_a_row_asks_for() {
+        for mode in [
+            "create-run",
+            "exec",
+            "interpreter-create-run",
+            "interpreter-create-run-cold",
+            "interpreter-exec",
+        ] {
+            assert!(
+                SCRIPT.contains(&format!("\"{mode}\": (")),
+                "sdk_bench.py has no mode {mode}"
+            );
+        }
     }
-    rows
 }

@@ -12,7 +12,7 @@ use sandbar_api::{Api, ApiConfig, LocalRuntime};
 use sandbar_net::{NetConfig, Network};
 use sandbar_proxy::certs::{LocalCaFiles, ServerCert};
 use sandbar_proxy::{api_service, Listener, Proxy};
-use sandbar_runtime::{Catalog, Runtime, RuntimeConfig, RuntimeOptions};
+use sandbar_runtime::{Catalog, Runtime, RuntimeConfig, RuntimeOptions, WarmSpec};
 use sandbar_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -74,10 +74,9 @@ pub struct ServeArgs {
     /// share one catalog between nodes.
     #[arg(long, env = "SANDBAR_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// The envd binary put into every sandbox; default: `envd` next to this
-    /// executable.
-    #[arg(long, env = "SANDBAR_ENVD")]
-    pub envd: Option<PathBuf>,
+    /// Boxed: keeps the CLI's command enum small.
+    #[command(flatten)]
+    pub binaries: Box<SandboxBinaries>,
     /// Host uid that root inside a sandbox maps to (65536 ids from there).
     #[arg(long, env = "SANDBAR_UID_BASE", default_value_t = 1_000_000)]
     pub uid_base: u32,
@@ -86,6 +85,43 @@ pub struct ServeArgs {
     pub pool_size: usize,
     #[arg(long, env = "SANDBAR_NETWORK", value_enum, default_value = "node")]
     pub network: NetMode,
+    /// Sandboxes to keep started ahead of demand, as `TEMPLATE=COUNT`
+    /// (comma-separated); a create of that template then only hands one
+    /// over. The code interpreter's kernel takes about a second to start,
+    /// hence its default. `TEMPLATE=0` turns one off.
+    #[arg(
+        long,
+        env = "SANDBAR_WARM",
+        value_delimiter = ',',
+        default_value = "code-interpreter-v1=1",
+        value_parser = parse_warm
+    )]
+    pub warm: Vec<(String, usize)>,
+}
+
+fn parse_warm(s: &str) -> Result<(String, usize), String> {
+    let (template, count) = s
+        .split_once('=')
+        .ok_or_else(|| format!("'{s}': expected TEMPLATE=COUNT"))?;
+    let count = count
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}': COUNT must be a number"))?;
+    Ok((template.trim().to_string(), count))
+}
+
+/// Host binaries that sandboxes run, bind-mounted read-only.
+#[derive(Debug, clap::Args)]
+pub struct SandboxBinaries {
+    /// The envd binary put into every sandbox; default: `envd` next to this
+    /// executable.
+    #[arg(long, env = "SANDBAR_ENVD")]
+    pub envd: Option<PathBuf>,
+    /// The code-interpreter server put into sandboxes of templates that start
+    /// it (`code-interpreter-v1`); default: `sandbar-interpreter` next to this
+    /// executable, when it is there.
+    #[arg(long, env = "SANDBAR_INTERPRETER")]
+    pub interpreter: Option<PathBuf>,
 }
 
 fn instance_ok(s: &str) -> bool {
@@ -231,27 +267,64 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
         }
     };
 
-    let envd_bin = match &args.envd {
+    let envd_bin = match &args.binaries.envd {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("envd"),
+    };
+    let interpreter_bin = match &args.binaries.interpreter {
+        Some(p) => {
+            if !p.is_file() {
+                bail!("--interpreter: {} is not a file", p.display());
+            }
+            Some(p.clone())
+        }
+        None => {
+            let beside = std::env::current_exe()?.with_file_name("sandbar-interpreter");
+            if beside.is_file() {
+                Some(beside)
+            } else {
+                tracing::warn!(
+                    path = %beside.display(),
+                    "no sandbar-interpreter binary: sandboxes of code-interpreter templates cannot start"
+                );
+                None
+            }
+        }
     };
     let runtime_config = RuntimeConfig {
         instance: args.instance.clone(),
         data_dir: data.root.clone(),
         templates_dir: data.templates_dir(),
         envd_bin,
+        interpreter_bin,
         uid_base: args.uid_base,
     };
-    let runtime =
-        match Runtime::start_with(runtime_config, net.clone(), RuntimeOptions::default()).await {
-            Ok(r) => r,
-            Err(e) => {
-                if let Some(net) = &net {
-                    net.shutdown().await.ok();
-                }
-                return Err(e).context("starting the sandbox runtime");
+    // Warm sandboxes have the resources every create gets (the API's defaults).
+    let defaults = ApiConfig::new(String::new());
+    let options = RuntimeOptions {
+        warm: args
+            .warm
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(template, count)| WarmSpec {
+                template: template.clone(),
+                count: *count,
+                cpu_count: defaults.default_cpu_count,
+                memory_mb: defaults.default_memory_mb,
+                disk_mb: defaults.default_disk_mb,
+            })
+            .collect(),
+        ..RuntimeOptions::default()
+    };
+    let runtime = match Runtime::start_with(runtime_config, net.clone(), options).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(net) = &net {
+                net.shutdown().await.ok();
             }
-        };
+            return Err(e).context("starting the sandbox runtime");
+        }
+    };
 
     let mut api_config = ApiConfig::new(public_domain(&args.domain, https_port));
     api_config.max_timeout = Duration::from_secs(args.max_timeout);

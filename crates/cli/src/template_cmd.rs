@@ -51,12 +51,9 @@ pub fn list(data: &DataDir) -> Result<()> {
     let store = TemplateStore::open(data.templates_dir()).context("opening the template store")?;
     println!("{:<30} {:<22} DESCRIPTION", "NAME", "BUILT");
     for t in store.list()? {
-        let name = match &t.alias_of {
-            Some(of) => format!("{} -> {of}", t.name),
-            None => t.name.clone(),
-        };
         println!(
-            "{name:<30} {:<22} {}",
+            "{:<30} {:<22} {}",
+            t.name,
             t.built_at.format("%Y-%m-%d %H:%M:%S"),
             t.description
         );

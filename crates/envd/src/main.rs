@@ -24,7 +24,7 @@ use clap::Parser;
 
 use crate::process::ProcessService;
 use crate::reaper::Reaper;
-use crate::state::{EnvdState, InitRequest};
+use crate::state::{EnvdState, InitRequest, StartCommand};
 
 #[derive(Debug, Parser)]
 #[command(name = "envd", version, about = "The agent inside a sandbox")]
@@ -52,11 +52,13 @@ fn main() -> anyhow::Result<()> {
         .init();
 
     let state = Arc::new(EnvdState::default());
+    let mut start_cmd = None;
     if let Some(path) = &args.init_file {
         let body =
             std::fs::read(path).with_context(|| format!("reading init file {}", path.display()))?;
-        let init: InitRequest = serde_json::from_slice(&body)
+        let mut init: InitRequest = serde_json::from_slice(&body)
             .with_context(|| format!("parsing init file {}", path.display()))?;
+        start_cmd = init.start_cmd.take();
         state.apply_init(init);
     }
     // SAFETY: the fd was handed to us by our parent for exactly this use and
@@ -70,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
-    runtime.block_on(run(args.port, state, reaper, ready))
+    runtime.block_on(run(args.port, state, reaper, ready, start_cmd))
 }
 
 async fn run(
@@ -78,6 +80,7 @@ async fn run(
     state: Arc<EnvdState>,
     reaper: Reaper,
     ready: Option<OwnedFd>,
+    start_cmd: Option<StartCommand>,
 ) -> anyhow::Result<()> {
     let process = Arc::new(ProcessService::new(state.clone(), reaper));
     let app = server::app(state, process.clone());
@@ -91,6 +94,14 @@ async fn run(
         let mut pipe = std::fs::File::from(fd);
         pipe.write_all(b"1")
             .context("signalling readiness on --ready-fd")?;
+    }
+    // After readiness: the sandbox is usable while its service starts, and
+    // clients of the service retry until it listens.
+    if let Some(cmd) = &start_cmd {
+        match process.start_command(cmd) {
+            Ok(pid) => tracing::info!(pid, cmd = %cmd.cmd, "start command running"),
+            Err(e) => tracing::error!(cmd = %cmd.cmd, error = %e, "start command failed to start"),
+        }
     }
 
     tokio::select! {

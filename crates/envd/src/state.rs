@@ -20,6 +20,24 @@ pub struct InitRequest {
     pub default_workdir: Option<String>,
     #[serde(default)]
     pub timestamp: Option<String>,
+    /// Only honoured from `--init-file`: what the template runs at start.
+    #[serde(default)]
+    pub start_cmd: Option<StartCommand>,
+}
+
+/// A template's start command (e.g. the code-interpreter server), run once
+/// when envd is up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartCommand {
+    pub cmd: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Defaults to root, as E2B runs template start commands.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
 }
 
 /// Shared, mutable sandbox-wide configuration.

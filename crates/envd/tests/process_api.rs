@@ -676,3 +676,37 @@ async fn slow_upload(envd: &Envd, path: &str) -> (u16, serde_json::Value) {
         serde_json::from_str(body.trim()).unwrap_or_default(),
     )
 }
+
+#[tokio::test]
+async fn start_command_from_the_init_file_runs_as_root_and_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    let script = format!("id -u > {}; exec sleep 30", marker.display());
+    let envd = Envd::start_with_init(Some(json!({
+        "envVars": {"SANDBOX_VAR": "s"},
+        "startCmd": {"cmd": "/bin/bash", "args": ["-c", script], "cwd": "/tmp"}
+    })));
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (status, body) = envd.unary("List", json!({})).await;
+        assert_eq!(status, 200);
+        let wrote = std::fs::read_to_string(&marker).is_ok_and(|s| s.ends_with('\n'));
+        if body["processes"].as_array().is_some_and(|p| !p.is_empty()) && wrote {
+            listed = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let process = &listed["processes"][0];
+    assert_eq!(process["tag"], "start-command", "{listed}");
+    assert_eq!(process["config"]["cmd"], "/bin/bash");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "0");
+    let pid = process["pid"].as_u64().unwrap();
+    let (status, _) = envd
+        .unary(
+            "SendSignal",
+            json!({"process": {"pid": pid}, "signal": "SIGNAL_SIGKILL"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}

@@ -106,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: data.path().to_path_buf(),
         templates_dir: "/var/lib/sandbar/templates".into(),
         envd_bin: envd,
+        interpreter_bin: None,
         uid_base: 1_000_000,
     };
     let rt: Arc<Runtime> = Runtime::start_with(

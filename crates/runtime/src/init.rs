@@ -11,8 +11,9 @@
 //! 2. enters the sandbox's network namespace (or makes a private one);
 //! 3. unshares mount, pid and cgroup namespaces and, still as host root,
 //!    mounts the sandbox: tmpfs for the writable layer (its size is the disk
-//!    limit), the overlay root, `/dev`, devpts, `/dev/shm`, envd read-only,
-//!    and writes `/etc/resolv.conf` and envd's init file;
+//!    limit), the overlay root, `/dev`, devpts, `/dev/shm`, envd (and, for
+//!    templates that start it, `sandbar-interpreter`) read-only, and writes
+//!    `/etc/resolv.conf` and envd's init file;
 //! 4. forks the sandbox's PID 1 as a *sibling* (`CLONE_PARENT`), so that the
 //!    runtime is its parent and reaps it through a pidfd;
 //! 5. the child mounts `/proc` and `/sys` (which must be done from inside
@@ -51,6 +52,9 @@ pub const INIT_ARG: &str = "__sandbox-init";
 pub const INIT_FILE: &str = "/run/sandbar-init.json";
 /// Where the envd binary is bind-mounted inside the sandbox.
 pub const ENVD_PATH: &str = "/usr/bin/envd";
+/// Where the code-interpreter server is bind-mounted, when the template
+/// starts it.
+pub use crate::templates::INTERPRETER_PATH;
 
 /// Everything the helper needs to build one sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,6 +73,9 @@ pub struct InitSpec {
     pub resolver: Option<Ipv4Addr>,
     pub hostname: String,
     pub envd_bin: PathBuf,
+    /// Bound read-only at [`INTERPRETER_PATH`] when set.
+    #[serde(default)]
+    pub interpreter_bin: Option<PathBuf>,
     pub envd_port: u16,
     /// Content of envd's `--init-file`.
     pub init_json: String,
@@ -412,21 +419,38 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
     )?;
     std::os::unix::fs::lchown(&dev, Some(base), Some(base)).step(|| "chown /dev".into())?;
 
-    // envd: the host's binary, read-only.
-    let envd = target_in_root(&rootfd, ENVD_PATH, false)?;
+    // The host's binaries, read-only.
+    bind_binary(&rootfd, &spec.envd_bin, ENVD_PATH, "envd")?;
+    if let Some(interpreter) = &spec.interpreter_bin {
+        bind_binary(
+            &rootfd,
+            interpreter,
+            INTERPRETER_PATH,
+            "sandbar-interpreter",
+        )?;
+    }
+    Ok(ChildTargets {
+        proc: target_in_root(&rootfd, "/proc", true)?,
+        sys: target_in_root(&rootfd, "/sys", true)?,
+    })
+}
+
+/// Binds the host's `src` read-only at `path` inside the root.
+fn bind_binary(rootfd: &OwnedFd, src: &Path, path: &str, what: &str) -> Result<(), InitError> {
+    let target = target_in_root(rootfd, path, false)?;
     mount(
-        Some(&spec.envd_bin),
-        &envd,
+        Some(src),
+        &target,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .step(|| "bind envd".into())?;
+    .step(|| format!("bind {what}"))?;
     // A remount must name the new mount itself, so resolve the path again.
-    let envd = target_in_root(&rootfd, ENVD_PATH, false)?;
+    let target = target_in_root(rootfd, path, false)?;
     mount(
         None::<&str>,
-        &envd,
+        &target,
         None::<&str>,
         MsFlags::MS_BIND
             | MsFlags::MS_REMOUNT
@@ -435,11 +459,7 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
             | MsFlags::MS_NODEV,
         None::<&str>,
     )
-    .step(|| "make envd read-only".into())?;
-    Ok(ChildTargets {
-        proc: target_in_root(&rootfd, "/proc", true)?,
-        sys: target_in_root(&rootfd, "/sys", true)?,
-    })
+    .step(|| format!("make {what} read-only"))
 }
 
 /// Replaces `path` inside the root with a new file holding `data`.

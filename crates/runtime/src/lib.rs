@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
-pub use runtime::{Runtime, RuntimeOptions};
+pub use runtime::{Runtime, RuntimeOptions, WarmSpec};
 pub use sandbar_net::{EgressPolicy, Network};
 
 /// Where the runtime keeps its files and which ids it maps sandboxes to.
@@ -36,6 +36,10 @@ pub struct RuntimeConfig {
     pub templates_dir: PathBuf,
     /// The envd binary bind-mounted into every sandbox.
     pub envd_bin: PathBuf,
+    /// The `sandbar-interpreter` binary, bind-mounted into sandboxes of
+    /// templates whose start command runs it (`code-interpreter-v1`); `None`:
+    /// creating such a sandbox fails.
+    pub interpreter_bin: Option<PathBuf>,
     /// Host uid/gid that root inside a sandbox maps to.
     pub uid_base: u32,
 }

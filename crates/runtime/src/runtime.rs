@@ -12,10 +12,14 @@ use chrono::Utc;
 use sandbar_net::{EgressPolicy, NetError, Network, SandboxNet};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+mod pool;
+
+pub use pool::WarmSpec;
+
 use crate::cgroup::{Cgroup, Hierarchy, Limits};
 use crate::init::{InitSpec, INIT_ARG, INIT_FILE};
 use crate::pid1::Pid1;
-use crate::templates::TemplateStore;
+use crate::templates::{Template, TemplateStore, INTERPRETER_PATH};
 use crate::{
     BoxFuture, Catalog, DialError, Metrics, Route, RuntimeConfig, RuntimeError, SandboxInfo,
     SandboxSpec,
@@ -38,6 +42,8 @@ pub struct RuntimeOptions {
     /// Install the seccomp filter (only turned off to debug).
     pub seccomp: bool,
     pub hostname: String,
+    /// Sandboxes to keep made ahead of demand.
+    pub warm: Vec<WarmSpec>,
 }
 
 impl Default for RuntimeOptions {
@@ -48,6 +54,7 @@ impl Default for RuntimeOptions {
             pids_max: 1024,
             seccomp: true,
             hostname: "sandbox".into(),
+            warm: Vec::new(),
         }
     }
 }
@@ -92,6 +99,7 @@ pub struct Runtime {
     cgroups: Hierarchy,
     helper: PathBuf,
     sandboxes: Mutex<HashMap<String, Slot>>,
+    pool: pool::WarmPool,
     this: Weak<Runtime>,
 }
 
@@ -173,7 +181,7 @@ impl Runtime {
             Some(n) => NetMode::Node(n),
             None => NetMode::Private,
         };
-        Ok(Arc::new_cyclic(|this| Self {
+        let runtime = Arc::new_cyclic(|this| Self {
             config,
             options,
             net,
@@ -181,8 +189,11 @@ impl Runtime {
             cgroups,
             helper,
             sandboxes: Mutex::new(HashMap::new()),
+            pool: pool::WarmPool::default(),
             this: this.clone(),
-        }))
+        });
+        runtime.refill_pools();
+        Ok(runtime)
     }
 
     pub fn templates(&self) -> &TemplateStore {
@@ -193,22 +204,13 @@ impl Runtime {
         self.config.data_dir.join("sandboxes").join(id)
     }
 
-    /// Makes a sandbox; returns once envd inside accepts connections.
+    /// Makes a sandbox (or hands over a warm one that fits); returns once
+    /// envd inside accepts connections.
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
         if !valid_id(&spec.id) {
             return Err(RuntimeError::Start(format!(
                 "invalid sandbox id '{}'",
                 spec.id
-            )));
-        }
-        let template = self
-            .store
-            .get(&spec.template)?
-            .ok_or_else(|| RuntimeError::TemplateNotFound(spec.template.clone()))?;
-        if template.meta.uid_base != self.config.uid_base {
-            return Err(RuntimeError::Start(format!(
-                "template '{}' was built for uid base {}, this runtime maps to {}: rebuild it",
-                spec.template, template.meta.uid_base, self.config.uid_base
             )));
         }
         {
@@ -219,12 +221,13 @@ impl Runtime {
             map.insert(spec.id.clone(), Slot::Starting);
         }
         let started = Instant::now();
-        let mut partial = Partial::default();
-        let made = self.launch(&spec, &template.rootfs, &mut partial).await;
+        let made = match self.take_warm(&spec).await {
+            Some(sb) => Ok(sb),
+            None => self.make(&spec).await,
+        };
         let sandbox = match made {
             Ok(sb) => Arc::new(sb),
             Err(e) => {
-                self.undo(partial).await;
                 self.sandboxes.lock().unwrap().remove(&spec.id);
                 return Err(e);
             }
@@ -239,10 +242,64 @@ impl Runtime {
         Ok(info)
     }
 
+    /// Makes a sandbox that is in no catalog yet; undoes what it made if it
+    /// fails.
+    async fn make(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
+        let template = self
+            .store
+            .get(&spec.template)?
+            .ok_or_else(|| RuntimeError::TemplateNotFound(spec.template.clone()))?;
+        if template.meta.uid_base != self.config.uid_base {
+            return Err(RuntimeError::Start(format!(
+                "template '{}' was built for uid base {}, this runtime maps to {}: rebuild it",
+                spec.template, template.meta.uid_base, self.config.uid_base
+            )));
+        }
+        let interpreter_bin = self.interpreter_for(&spec.template, &template)?;
+        let mut partial = Partial::default();
+        let made = self
+            .launch(spec, &template, interpreter_bin, &mut partial)
+            .await;
+        if made.is_err() {
+            self.undo(partial).await;
+        }
+        made
+    }
+
+    /// The host binary to bind at [`INTERPRETER_PATH`] when `template`'s
+    /// start command runs it; checked before anything is made, so that a
+    /// node without it fails the create with a reason.
+    fn interpreter_for(
+        &self,
+        name: &str,
+        template: &Template,
+    ) -> Result<Option<PathBuf>, RuntimeError> {
+        let runs_it = template
+            .meta
+            .start_cmd
+            .as_ref()
+            .and_then(|argv| argv.first())
+            .is_some_and(|cmd| cmd == INTERPRETER_PATH);
+        if !runs_it {
+            return Ok(None);
+        }
+        match &self.config.interpreter_bin {
+            Some(bin) if bin.is_file() => Ok(Some(bin.clone())),
+            Some(bin) => Err(RuntimeError::Start(format!(
+                "template '{name}' runs sandbar-interpreter, but its binary {} is missing on this node",
+                bin.display()
+            ))),
+            None => Err(RuntimeError::Start(format!(
+                "template '{name}' runs sandbar-interpreter, but this node has no sandbar-interpreter binary (install it next to sandbar or pass --interpreter)"
+            ))),
+        }
+    }
+
     async fn launch(
         &self,
         spec: &SandboxSpec,
-        lower: &Path,
+        template: &Template,
+        interpreter_bin: Option<PathBuf>,
         partial: &mut Partial,
     ) -> Result<Sandbox, RuntimeError> {
         let t_start = Instant::now();
@@ -267,16 +324,10 @@ impl Runtime {
         };
         partial.net = net.clone();
 
-        let init_json = serde_json::json!({
-            "accessToken": spec.envd_access_token,
-            "envVars": spec.env_vars,
-            // No default workdir: an empty cwd is then the acting user's
-            // home (root's is /root), as in E2B's sandboxes.
-            "defaultUser": "user",
-        });
+        let init_json = init_json(spec, template.meta.start_cmd.as_deref());
         let init = InitSpec {
             id: spec.id.clone(),
-            lower: lower.to_path_buf(),
+            lower: template.rootfs.clone(),
             dir: dir.clone(),
             uid_base: self.config.uid_base,
             disk_mb: spec.disk_mb,
@@ -284,6 +335,7 @@ impl Runtime {
             resolver: net.as_ref().map(|n| n.gateway),
             hostname: self.options.hostname.clone(),
             envd_bin: self.config.envd_bin.clone(),
+            interpreter_bin,
             envd_port: ENVD_PORT,
             init_json: init_json.to_string(),
             cgroup_join: cgroup.join_files(),
@@ -611,6 +663,7 @@ impl Runtime {
 
     /// Kills every sandbox and releases their resources.
     pub async fn shutdown(&self) {
+        let warm = self.pool.close().await;
         let all: Vec<Arc<Sandbox>> = {
             let mut map = self.sandboxes.lock().unwrap();
             let ids: Vec<String> = map
@@ -625,7 +678,7 @@ impl Runtime {
                 })
                 .collect()
         };
-        futures::future::join_all(all.into_iter().map(|s| self.teardown(s))).await;
+        futures::future::join_all(all.into_iter().chain(warm).map(|s| self.teardown(s))).await;
         // Whatever a teardown could not remove (a cgroup still busy) goes now.
         let (cgroups, instance) = (self.cgroups.clone(), self.config.instance.clone());
         let left = tokio::task::spawn_blocking(move || cgroups.remove_instance(&instance))
@@ -638,6 +691,28 @@ impl Runtime {
             );
         }
     }
+}
+
+/// envd's `/init` body for a sandbox: access token, env vars, default user,
+/// and the template's start command (`startCmd`, run as root in the user's
+/// home once envd listens).
+fn init_json(spec: &SandboxSpec, start_cmd: Option<&[String]>) -> serde_json::Value {
+    let mut init = serde_json::json!({
+        "accessToken": spec.envd_access_token,
+        "envVars": spec.env_vars,
+        // No default workdir: an empty cwd is then the acting user's
+        // home (root's is /root), as in E2B's sandboxes.
+        "defaultUser": "user",
+    });
+    if let Some((cmd, args)) = start_cmd.and_then(|argv| argv.split_first()) {
+        init["startCmd"] = serde_json::json!({
+            "cmd": cmd,
+            "args": args,
+            "user": "root",
+            "cwd": "/home/user",
+        });
+    }
+    init
 }
 
 fn valid_id(id: &str) -> bool {
@@ -688,5 +763,49 @@ impl Catalog for Runtime {
                 DialError::PortClosed(port)
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SandboxSpec {
+        SandboxSpec {
+            id: "sb1".into(),
+            template: "t".into(),
+            cpu_count: 1,
+            memory_mb: 64,
+            disk_mb: 64,
+            env_vars: [("A".to_string(), "1".to_string())].into(),
+            envd_access_token: None,
+            egress: EgressPolicy::default(),
+            route: Route::default(),
+        }
+    }
+
+    #[test]
+    fn init_json_has_a_start_cmd_only_when_the_template_has_one() {
+        let plain = init_json(&spec(), None);
+        assert!(plain.get("startCmd").is_none(), "{plain}");
+        assert_eq!(plain["envVars"]["A"], "1");
+        assert_eq!(plain["defaultUser"], "user");
+        assert!(init_json(&spec(), Some(&[])).get("startCmd").is_none());
+
+        let argv = [
+            INTERPRETER_PATH.to_string(),
+            "--port".into(),
+            "49999".into(),
+        ];
+        let with = init_json(&spec(), Some(&argv));
+        assert_eq!(
+            with["startCmd"],
+            serde_json::json!({
+                "cmd": INTERPRETER_PATH,
+                "args": ["--port", "49999"],
+                "user": "root",
+                "cwd": "/home/user",
+            })
+        );
     }
 }

@@ -5,7 +5,10 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
 use sandbar_runtime::{Catalog, DialError, RuntimeError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,4 +505,94 @@ async fn a_crashed_runtime_is_cleaned_up_by_the_next() {
         "sandbox dirs removed"
     );
     rt.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_sandbox_is_handed_over_with_the_callers_env_and_token_and_replaced() {
+    let warm = sandbar_runtime::WarmSpec {
+        template: "base".into(),
+        count: 1,
+        cpu_count: 1,
+        memory_mb: 256,
+        disk_mb: 256,
+    };
+    let t = runtime_with(
+        "warm",
+        sandbar_runtime::RuntimeOptions {
+            warm: vec![warm],
+            ..options()
+        },
+    )
+    .await;
+    let rt = &t.rt;
+    let warm_dirs = || -> Vec<String> {
+        std::fs::read_dir(t.data.path().join("sandboxes"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("warm-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let wait_for_one_warm = |before: Option<String>| async move {
+        for _ in 0..200 {
+            let fresh: Vec<String> = warm_dirs()
+                .into_iter()
+                .filter(|d| Some(d) != before.as_ref())
+                .collect();
+            if fresh.len() == 1 && rt.warm_ready("base") == 1 {
+                return fresh[0].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no warm sandbox got ready: {:?}", warm_dirs());
+    };
+    let first = wait_for_one_warm(None).await;
+    // Warm sandboxes are nobody's: not listed, not reachable.
+    assert!(rt.list().is_empty());
+
+    let mut s = spec("warm1");
+    s.envd_access_token = Some("tok".into());
+    s.env_vars.insert("HANDED".into(), "over".into());
+    rt.create(s).await.expect("create");
+    // It was the warm one (its directory keeps the internal name) ...
+    assert!(!t.data.path().join("sandboxes").join("warm1").exists());
+    assert!(t.data.path().join("sandboxes").join(&first).exists());
+    // ... and a new one is being made in its place.
+    let second = wait_for_one_warm(Some(first.clone())).await;
+    assert_ne!(first, second);
+
+    // envd took the caller's token and env vars.
+    let envs = |token: Option<&'static str>| async move {
+        let stream = rt.dial("warm1", 49983).await.expect("dial envd");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = hyper::Request::get("/envs").header("host", "envd");
+        if let Some(t) = token {
+            req = req.header("x-access-token", t);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, body)
+    };
+    assert_eq!(envs(None).await.0, 401);
+    let (status, body) = envs(Some("tok")).await;
+    assert_eq!(status, 200);
+    let vars: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(vars["HANDED"], "over", "{vars}");
+
+    assert!(rt.kill("warm1").await.unwrap());
+    rt.shutdown().await;
+    assert!(
+        warm_dirs().is_empty(),
+        "warm sandboxes left: {:?}",
+        warm_dirs()
+    );
 }

@@ -15,18 +15,22 @@ use connectrpc::{
 use nix::sys::signal::Signal as UnixSignal;
 use sandbar_proto::process::{
     process_input::Input, stream_input_request, CloseStdinRequest, CloseStdinResponse,
-    ConnectRequest, ConnectResponse, ListRequest, ListResponse, Process as ProcessRpc, ProcessInfo,
-    ProcessInput, SendInputRequest, SendInputResponse, SendSignalRequest, SendSignalResponse,
-    Signal, StartRequest, StartResponse, StreamInputRequest, StreamInputResponse, UpdateRequest,
-    UpdateResponse,
+    ConnectRequest, ConnectResponse, ListRequest, ListResponse, Process as ProcessRpc,
+    ProcessConfig, ProcessInfo, ProcessInput, SendInputRequest, SendInputResponse,
+    SendSignalRequest, SendSignalResponse, Signal, StartRequest, StartResponse, StreamInputRequest,
+    StreamInputResponse, UpdateRequest, UpdateResponse,
 };
 
+use self::events::{Event, Output};
 use self::handle::{InputError, Process};
 use self::spawn::{SpawnError, SpawnSpec};
 use self::table::{ProcessTable, LINGER_AFTER_END};
 use crate::reaper::Reaper;
-use crate::state::EnvdState;
+use crate::state::{EnvdState, StartCommand};
 use crate::users;
+
+/// The tag `commands.list()` shows for the sandbox's start command.
+const START_COMMAND_TAG: &str = "start-command";
 
 /// Terminal size used when a PTY request carries none.
 const DEFAULT_PTY_SIZE: (u16, u16) = (24, 80);
@@ -75,13 +79,6 @@ impl ProcessService {
             .cloned()
             .ok_or_else(|| ConnectError::invalid_argument("process config is required"))?;
         let user = self.user(ctx)?;
-        let cwd = spawn::resolve_cwd(
-            config.cwd.as_deref(),
-            &user,
-            self.state.default_workdir().as_deref(),
-        )
-        .map_err(spawn_error)?;
-        let env = spawn::environment(&user, &self.state.env_vars(), &config.envs);
         let pty = request.pty.as_option().map(|pty| {
             pty.size
                 .as_option()
@@ -89,6 +86,37 @@ impl ProcessService {
                 .map(|s| (clamp_u16(s.rows), clamp_u16(s.cols)))
                 .unwrap_or(DEFAULT_PTY_SIZE)
         });
+        // Like E2B's envd: an absent flag keeps stdin open (older SDKs
+        // never send it); the SDKs send `false` unless asked.
+        let stdin = pty.is_none() && request.stdin.unwrap_or(true);
+        // E2B semantics: Connect-Timeout-Ms is the process's lifetime, not the
+        // stream's. connectrpc only uses the deadline to bound the time until
+        // the handler returns the stream (its default DeadlinePolicy does not
+        // cut streams), so the kill at the deadline is ours.
+        let deadline = ctx.deadline().map(tokio::time::Instant::from_std);
+        let (process, events) = self
+            .launch(user, config, pty, stdin, request.tag.clone(), deadline)
+            .map_err(spawn_error)?;
+        Ok((process, stream::Events::Live(events)))
+    }
+
+    /// Starts `config` as `user` and registers it, so that it can be listed,
+    /// attached to and signalled like any other process.
+    fn launch(
+        &self,
+        user: users::UserInfo,
+        config: ProcessConfig,
+        pty: Option<(u16, u16)>,
+        stdin: bool,
+        tag: Option<String>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(Arc<Process>, tokio::sync::mpsc::Receiver<Event>), SpawnError> {
+        let cwd = spawn::resolve_cwd(
+            config.cwd.as_deref(),
+            &user,
+            self.state.default_workdir().as_deref(),
+        )?;
+        let env = spawn::environment(&user, &self.state.env_vars(), &config.envs);
         let spec = SpawnSpec {
             program: config.cmd.clone(),
             args: config.args.clone(),
@@ -96,32 +124,61 @@ impl ProcessService {
             cwd,
             user,
             pty,
-            // Like E2B's envd: an absent flag keeps stdin open (older SDKs
-            // never send it); the SDKs send `false` unless asked.
-            stdin: pty.is_none() && request.stdin.unwrap_or(true),
+            stdin,
         };
-        let spawned = spawn::spawn(spec, &self.reaper).map_err(spawn_error)?;
-        // E2B semantics: Connect-Timeout-Ms is the process's lifetime, not the
-        // stream's. connectrpc only uses the deadline to bound the time until
-        // the handler returns the stream (its default DeadlinePolicy does not
-        // cut streams), so the kill at the deadline is ours.
-        let deadline = ctx.deadline().map(tokio::time::Instant::from_std);
+        let spawned = spawn::spawn(spec, &self.reaper)?;
         let table = self.table.clone();
-        let (process, events) = Process::launch(
-            spawned,
-            config,
-            request.tag.clone(),
-            deadline,
-            move |process| {
-                tokio::spawn(async move {
-                    tokio::time::sleep(LINGER_AFTER_END).await;
-                    table.remove(&process);
-                });
-            },
-        );
+        let (process, events) = Process::launch(spawned, config, tag, deadline, move |process| {
+            tokio::spawn(async move {
+                tokio::time::sleep(LINGER_AFTER_END).await;
+                table.remove(&process);
+            });
+        });
         self.table.insert(process.clone());
         tracing::info!(pid = process.pid, cmd = %process.config.cmd, "process started");
-        Ok((process, stream::Events::Live(events)))
+        Ok((process, events))
+    }
+
+    /// Starts the sandbox's start command (a template's service, such as the
+    /// code interpreter): no client waits on it, so its output is logged.
+    pub fn start_command(&self, cmd: &StartCommand) -> Result<u32, String> {
+        let user =
+            users::lookup(cmd.user.as_deref().unwrap_or("root")).map_err(|e| e.to_string())?;
+        let config = ProcessConfig {
+            cmd: cmd.cmd.clone(),
+            args: cmd.args.clone(),
+            cwd: cmd.cwd.clone(),
+            ..Default::default()
+        };
+        let (process, mut events) = self
+            .launch(
+                user,
+                config,
+                None,
+                false,
+                Some(START_COMMAND_TAG.to_string()),
+                None,
+            )
+            .map_err(|e| e.to_string())?;
+        let pid = process.pid;
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::Data(
+                        Output::Stdout(data) | Output::Stderr(data) | Output::Pty(data),
+                    ) => {
+                        let text = String::from_utf8_lossy(&data);
+                        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                            tracing::info!(pid, "start command: {line}");
+                        }
+                    }
+                    Event::End(end) => {
+                        tracing::warn!(pid, status = %end.status, "start command ended");
+                    }
+                }
+            }
+        });
+        Ok(pid)
     }
 
     async fn deliver_input(

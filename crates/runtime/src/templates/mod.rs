@@ -1,6 +1,5 @@
 //! The template store: `<dir>/<name>/rootfs/` (owned by the shifted uid
-//! range) and `<dir>/<name>/template.json`. An alias template has only the
-//! json, naming the template whose root filesystem it uses.
+//! range) and `<dir>/<name>/template.json`.
 //!
 //! Builds happen in `<dir>/.build-*` and are renamed into place, so a reader
 //! never sees half a template. A replaced template is moved to
@@ -17,7 +16,7 @@ use std::process::{Command, Stdio};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-pub use recipe::{Mirrors, Recipe};
+pub use recipe::{Mirrors, Recipe, INTERPRETER_PATH};
 
 const META: &str = "template.json";
 
@@ -47,22 +46,22 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Template
 pub struct TemplateMeta {
     pub name: String,
     pub description: String,
-    /// Hash of what the root filesystem was made from (empty for aliases).
+    /// Hash of what the template was made from.
     pub recipe_hash: String,
     pub built_at: DateTime<Utc>,
     /// Host uid/gid that the image's root was shifted to.
     #[serde(default)]
     pub uid_base: u32,
-    /// When set, this template uses that template's root filesystem.
+    /// What envd starts in every sandbox of this template (argv), as root in
+    /// `/home/user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alias_of: Option<String>,
+    pub start_cmd: Option<Vec<String>>,
 }
 
 /// A template ready to start sandboxes from.
 #[derive(Debug, Clone)]
 pub struct Template {
     pub meta: TemplateMeta,
-    /// The root filesystem (the alias target's, for an alias).
     pub rootfs: PathBuf,
 }
 
@@ -98,33 +97,17 @@ impl TemplateStore {
         }
     }
 
-    /// The template called `name`, aliases resolved; `None` if it is not
-    /// (completely) there.
+    /// The template called `name`; `None` if it is not (completely) there.
+    /// (A directory with only a `template.json`, as aliases of older
+    /// versions left, is no template: building it replaces it.)
     pub fn get(&self, name: &str) -> Result<Option<Template>, TemplateError> {
         let Some(meta) = self.read_meta(name)? else {
             return Ok(None);
         };
-        let target = match &meta.alias_of {
-            Some(of) => match self.read_meta(of)? {
-                Some(t) if t.alias_of.is_none() => of.clone(),
-                _ => return Ok(None),
-            },
-            None => name.to_string(),
-        };
-        let rootfs = self.dir.join(&target).join("rootfs");
+        let rootfs = self.dir.join(name).join("rootfs");
         if !rootfs.is_dir() {
             return Ok(None);
         }
-        let meta = match &meta.alias_of {
-            Some(of) => TemplateMeta {
-                uid_base: self
-                    .read_meta(of)?
-                    .map(|m| m.uid_base)
-                    .unwrap_or(meta.uid_base),
-                ..meta
-            },
-            None => meta,
-        };
         Ok(Some(Template { meta, rootfs }))
     }
 
@@ -146,57 +129,27 @@ impl TemplateStore {
 
     /// Names [`build_builtin`](Self::build_builtin) accepts.
     pub fn builtin_names() -> Vec<&'static str> {
-        let mut names = vec![recipe::BASE.name];
-        names.extend(recipe::ALIASES.iter().map(|(n, _, _)| *n));
-        names
+        recipe::BUILTIN.iter().map(|r| r.name).collect()
     }
 
     /// Whether the built-in template `name` exists and matches its recipe.
     pub fn is_current(&self, name: &str, uid_base: u32) -> bool {
-        let target = recipe::ALIASES
-            .iter()
-            .find(|(n, _, _)| *n == name)
-            .map(|(_, of, _)| *of)
-            .unwrap_or(name);
-        let Some(recipe) = recipe::builtin(target) else {
+        let Some(recipe) = recipe::builtin(name) else {
             return false;
         };
-        matches!(self.get(name), Ok(Some(t)) if t.meta.uid_base == uid_base && self.read_meta(target).ok().flatten().is_some_and(|m| m.recipe_hash == recipe.hash(uid_base)))
+        matches!(self.get(name), Ok(Some(t)) if t.meta.uid_base == uid_base && t.meta.recipe_hash == recipe.hash(uid_base))
     }
 
-    /// Builds the built-in template `name` (and what it aliases) unless it is
-    /// current. Blocking, minutes on a first build: call it from a blocking
-    /// thread. `progress` receives the builder's output lines.
+    /// Builds the built-in template `name` unless it is current. A recipe
+    /// that extends another is built in one go from both (the other template
+    /// need not exist). Blocking, minutes on a first build: call it from a
+    /// blocking thread. `progress` receives the builder's output lines.
     pub fn build_builtin(
         &self,
         name: &str,
         uid_base: u32,
         progress: &(dyn Fn(&str) + Sync),
     ) -> Result<Template, TemplateError> {
-        if let Some((alias, of, description)) = recipe::ALIASES.iter().find(|(n, _, _)| *n == name)
-        {
-            self.build_builtin(of, uid_base, progress)?;
-            let meta = TemplateMeta {
-                name: alias.to_string(),
-                description: description.to_string(),
-                recipe_hash: String::new(),
-                built_at: Utc::now(),
-                uid_base,
-                alias_of: Some(of.to_string()),
-            };
-            if self
-                .read_meta(alias)?
-                .is_none_or(|m| m.alias_of.as_deref() != Some(of))
-            {
-                let dir = self.dir.join(alias);
-                std::fs::create_dir_all(&dir)
-                    .map_err(io_err(format!("create {}", dir.display())))?;
-                write_meta_atomic(&dir, &meta)?;
-            }
-            return self
-                .get(alias)?
-                .ok_or_else(|| TemplateError::UnknownBuiltin(name.to_string()));
-        }
         let recipe =
             recipe::builtin(name).ok_or_else(|| TemplateError::UnknownBuiltin(name.to_string()))?;
         let hash = recipe.hash(uid_base);
@@ -207,14 +160,7 @@ impl TemplateStore {
             }
             progress(&format!("template {name} changed; rebuilding"));
         }
-        let built = self.build_recipe(&recipe, &hash, uid_base, progress)?;
-        // Whatever aliases this template now points at the new build.
-        for (alias, of, _) in recipe::ALIASES {
-            if *of == name && self.read_meta(alias)?.is_none() {
-                self.build_builtin(alias, uid_base, progress)?;
-            }
-        }
-        Ok(built)
+        self.build_recipe(&recipe, &hash, uid_base, progress)
     }
 
     fn build_recipe(
@@ -259,8 +205,12 @@ impl TemplateStore {
     ) -> Result<TemplateMeta, TemplateError> {
         let rootfs = tmp.join("rootfs");
         std::fs::create_dir_all(&rootfs).map_err(io_err(format!("create {}", rootfs.display())))?;
-        let hook = tmp.join("customize.sh");
-        std::fs::write(&hook, recipe.customize).map_err(io_err("write the customize hook"))?;
+        let mut hooks = Vec::new();
+        for (i, script) in recipe.customize_hooks().into_iter().enumerate() {
+            let hook = tmp.join(format!("customize-{i}.sh"));
+            std::fs::write(&hook, script).map_err(io_err("write a customize hook"))?;
+            hooks.push(hook);
+        }
         let cache = self.dir.join(".cache").join("apt-archives");
         std::fs::create_dir_all(&cache).map_err(io_err(format!("create {}", cache.display())))?;
         let mirrors = Mirrors::from_host();
@@ -272,7 +222,7 @@ impl TemplateStore {
         ));
 
         let mut child = Command::new("mmdebstrap")
-            .args(recipe::mmdebstrap_args(recipe, &mirrors, &hook, &cache))
+            .args(recipe::mmdebstrap_args(recipe, &mirrors, &hooks, &cache))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -309,14 +259,16 @@ impl TemplateStore {
             stats.entries,
             stats.bytes / 1_000_000
         ));
-        let _ = std::fs::remove_file(&hook);
+        for hook in &hooks {
+            let _ = std::fs::remove_file(hook);
+        }
         let meta = TemplateMeta {
             name: recipe.name.to_string(),
             description: recipe.description.to_string(),
             recipe_hash: hash.to_string(),
             built_at: Utc::now(),
             uid_base,
-            alias_of: None,
+            start_cmd: recipe.start_cmd(),
         };
         write_meta_atomic(tmp, &meta)?;
         Ok(meta)
@@ -370,12 +322,11 @@ pub fn valid_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn fake(store: &TemplateStore, name: &str, alias_of: Option<&str>) {
+    fn fake(store: &TemplateStore, name: &str, rootfs: bool, start_cmd: Option<Vec<String>>) {
         let dir = store.dir().join(name);
-        if alias_of.is_none() {
+        std::fs::create_dir_all(&dir).unwrap();
+        if rootfs {
             std::fs::create_dir_all(dir.join("rootfs")).unwrap();
-        } else {
-            std::fs::create_dir_all(&dir).unwrap();
         }
         let meta = TemplateMeta {
             name: name.into(),
@@ -383,26 +334,51 @@ mod tests {
             recipe_hash: "h".into(),
             built_at: Utc::now(),
             uid_base: 7,
-            alias_of: alias_of.map(Into::into),
+            start_cmd,
         };
         write_meta_atomic(&dir, &meta).unwrap();
     }
 
     #[test]
-    fn aliases_resolve_to_their_target() {
+    fn templates_need_their_rootfs() {
         let dir = tempfile::tempdir().unwrap();
         let store = TemplateStore::open(dir.path()).unwrap();
         assert!(store.get("base").unwrap().is_none());
-        fake(&store, "code-interpreter-v1", Some("base"));
-        // An alias of a missing template is not a template.
+        // What an alias of an older version left: only the json.
+        fake(&store, "code-interpreter-v1", false, None);
         assert!(store.get("code-interpreter-v1").unwrap().is_none());
-        fake(&store, "base", None);
-        let t = store.get("code-interpreter-v1").unwrap().unwrap();
+        assert!(!store.is_current("code-interpreter-v1", 7));
+        fake(&store, "base", true, None);
+        let t = store.get("base").unwrap().unwrap();
         assert_eq!(t.rootfs, dir.path().join("base/rootfs"));
-        assert_eq!(t.meta.alias_of.as_deref(), Some("base"));
         let names: Vec<_> = store.list().unwrap().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, ["base", "code-interpreter-v1"]);
+        assert_eq!(names, ["base"]);
         assert!(store.get("../etc").unwrap().is_none());
         assert!(!store.is_current("base", 7), "a fake hash is not current");
+    }
+
+    #[test]
+    fn start_cmd_is_kept_and_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TemplateStore::open(dir.path()).unwrap();
+        let cmd = vec![INTERPRETER_PATH.to_string()];
+        fake(&store, "ci", true, Some(cmd.clone()));
+        fake(&store, "plain", true, None);
+        assert_eq!(store.get("ci").unwrap().unwrap().meta.start_cmd, Some(cmd));
+        assert_eq!(store.get("plain").unwrap().unwrap().meta.start_cmd, None);
+        let json = std::fs::read_to_string(dir.path().join("plain").join(META)).unwrap();
+        assert!(!json.contains("start_cmd"), "{json}");
+        // template.json files written before the field existed still load.
+        let old = r#"{"name":"old","description":"d","recipe_hash":"h","built_at":"2026-01-01T00:00:00Z","uid_base":7}"#;
+        let meta: TemplateMeta = serde_json::from_str(old).unwrap();
+        assert_eq!(meta.start_cmd, None);
+    }
+
+    #[test]
+    fn builtins_are_base_and_the_code_interpreter() {
+        assert_eq!(
+            TemplateStore::builtin_names(),
+            ["base", "code-interpreter-v1"]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! template can be built from any working directory, and the Debian mirrors
 //! to build them from.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
@@ -13,55 +13,118 @@ pub const SUITE: &str = "bookworm";
 /// (unpacking, ownership), so that existing templates are rebuilt.
 const BUILDER_VERSION: &str = "sandbar-template-builder-1";
 
-/// A built-in template's recipe.
+/// A built-in template's recipe: packages and a customize hook, optionally on
+/// top of another recipe's (whose files stay the one source of truth).
 #[derive(Debug, Clone, Copy)]
 pub struct Recipe {
     pub name: &'static str,
     pub description: &'static str,
-    /// Packages, one a line (`#` comments).
+    /// The recipe this one adds to: its packages are installed and its hook
+    /// runs first.
+    pub extends: Option<&'static Recipe>,
+    /// Packages this recipe adds, one a line (`#` comments).
     pub packages: &'static str,
-    /// mmdebstrap customize hook (`sh customize.sh <rootfs>`).
+    /// mmdebstrap customize hook this recipe adds (`sh customize.sh <rootfs>`).
     pub customize: &'static str,
+    /// What envd starts in every sandbox of the template, as root in
+    /// `/home/user` (argv); empty for none.
+    pub start_cmd: &'static [&'static str],
 }
 
 pub const BASE: Recipe = Recipe {
     name: "base",
     description: "Debian 12 (bookworm) with python3, pip, venv, nodejs, npm, git, curl, wget, sudo; user `user` (uid 1000) with passwordless sudo",
+    extends: None,
     packages: include_str!("../../../../templates/base/packages.txt"),
     customize: include_str!("../../../../templates/base/customize.sh"),
+    start_cmd: &[],
 };
 
-/// Templates that are another template under a second name.
-pub const ALIASES: &[(&str, &str, &str)] = &[(
-    "code-interpreter-v1",
-    "base",
-    "Alias of `base` until the code-interpreter template (Jupyter kernel server) is built; same root filesystem",
-)];
+/// Where the runtime puts the host's `sandbar-interpreter` in sandboxes that
+/// start it.
+pub const INTERPRETER_PATH: &str = "/usr/bin/sandbar-interpreter";
+
+pub const CODE_INTERPRETER: Recipe = Recipe {
+    name: "code-interpreter-v1",
+    description: "base + Jupyter kernels (IPython with numpy, pandas, matplotlib, pillow; bash) driven by the code-interpreter server on port 49999",
+    extends: Some(&BASE),
+    packages: include_str!("../../../../templates/code-interpreter-v1/packages.txt"),
+    customize: include_str!("../../../../templates/code-interpreter-v1/customize.sh"),
+    start_cmd: &[INTERPRETER_PATH],
+};
+
+/// Every built-in recipe.
+pub const BUILTIN: &[&Recipe] = &[&BASE, &CODE_INTERPRETER];
 
 impl Recipe {
-    pub fn packages(&self) -> Vec<&'static str> {
-        self.packages
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect()
+    /// This recipe and those it extends, the innermost first.
+    pub fn layers(&self) -> Vec<&Recipe> {
+        let mut layers = vec![self];
+        while let Some(parent) = layers.last().and_then(|r| r.extends) {
+            layers.push(parent);
+        }
+        layers.reverse();
+        layers
     }
 
-    /// Changes whenever the resulting root filesystem would: recipe files,
-    /// suite, builder, the uid range files are shifted to, and the host's
-    /// operator-added CAs that the customize hook copies in.
+    /// Every package to install: the extended recipe's, then this one's.
+    pub fn packages(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for layer in self.layers() {
+            for p in layer
+                .packages
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            {
+                if !out.contains(&p) {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// The customize hooks to run, in order: the extended recipe's first.
+    pub fn customize_hooks(&self) -> Vec<&'static str> {
+        self.layers().iter().map(|r| r.customize).collect()
+    }
+
+    /// [`start_cmd`](Self::start_cmd) as the template metadata keeps it.
+    pub fn start_cmd(&self) -> Option<Vec<String>> {
+        (!self.start_cmd.is_empty()).then(|| self.start_cmd.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Changes whenever the resulting template would: recipe files (of every
+    /// layer), suite, builder, the uid range files are shifted to, the host's
+    /// operator-added CAs that the customize hook copies in, and the start
+    /// command.
     pub fn hash(&self, uid_base: u32) -> String {
-        let mut h = Sha256::new();
-        let cas = host_ca_certificates(Path::new(HOST_CA_DIR));
-        for part in [
+        self.hash_with_cas(uid_base, &host_ca_certificates(Path::new(HOST_CA_DIR)))
+    }
+
+    fn hash_with_cas(&self, uid_base: u32, cas: &[u8]) -> String {
+        let uid = uid_base.to_string();
+        let start_cmd = self.start_cmd.join("\0");
+        // For a recipe of one layer and no start command these are exactly
+        // the parts hashed before recipes could extend each other, so that
+        // existing `base` templates stay current.
+        let mut parts: Vec<&[u8]> = vec![
             BUILDER_VERSION.as_bytes(),
             SUITE.as_bytes(),
             self.name.as_bytes(),
-            self.packages.as_bytes(),
-            self.customize.as_bytes(),
-            uid_base.to_string().as_bytes(),
-            &cas,
-        ] {
+        ];
+        for layer in self.layers() {
+            parts.push(layer.packages.as_bytes());
+            parts.push(layer.customize.as_bytes());
+        }
+        parts.push(uid.as_bytes());
+        parts.push(cas);
+        if !self.start_cmd.is_empty() {
+            parts.push(start_cmd.as_bytes());
+        }
+        let mut h = Sha256::new();
+        for part in parts {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part);
         }
@@ -99,7 +162,7 @@ fn host_ca_certificates(dir: &Path) -> Vec<u8> {
 }
 
 pub fn builtin(name: &str) -> Option<Recipe> {
-    (name == BASE.name).then_some(BASE)
+    BUILTIN.iter().find(|r| r.name == name).map(|r| **r)
 }
 
 /// Debian mirrors: the main archive and the security archive.
@@ -219,12 +282,12 @@ impl Mirrors {
 }
 
 /// The mmdebstrap command line for `recipe`, writing a tarball to stdout.
-/// `customize_script` is the recipe's hook written to disk; `apt_cache` keeps
-/// downloaded packages between builds.
+/// `customize_scripts` are the recipe's hooks written to disk, in the order
+/// they run; `apt_cache` keeps downloaded packages between builds.
 pub fn mmdebstrap_args(
     recipe: &Recipe,
     mirrors: &Mirrors,
-    customize_script: &Path,
+    customize_scripts: &[PathBuf],
     apt_cache: &Path,
 ) -> Vec<String> {
     let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
@@ -240,14 +303,20 @@ pub fn mmdebstrap_args(
             "--setup-hook=sync-in {} /var/cache/apt/archives/",
             quote(apt_cache)
         ),
-        format!(r#"--customize-hook=sh {} "$1""#, quote(customize_script)),
+    ];
+    args.extend(
+        customize_scripts
+            .iter()
+            .map(|hook| format!(r#"--customize-hook=sh {} "$1""#, quote(hook))),
+    );
+    args.extend([
         format!(
             "--customize-hook=sync-out /var/cache/apt/archives {}",
             quote(apt_cache)
         ),
         SUITE.to_string(),
         "-".to_string(),
-    ];
+    ]);
     args.extend(mirrors.source_lines());
     args
 }
@@ -290,5 +359,127 @@ mod tests {
         other.packages = "python3\n";
         assert_ne!(BASE.hash(100_000), other.hash(100_000));
         assert!(BASE.packages().contains(&"python-is-python3"));
+    }
+
+    /// The hash of a recipe of one layer is what it was before recipes could
+    /// extend each other, so that built `base` templates stay current.
+    #[test]
+    fn single_layer_hash_is_unchanged() {
+        let cas = b"CA".as_slice();
+        let mut h = Sha256::new();
+        for part in [
+            BUILDER_VERSION.as_bytes(),
+            SUITE.as_bytes(),
+            BASE.name.as_bytes(),
+            BASE.packages.as_bytes(),
+            BASE.customize.as_bytes(),
+            b"100000".as_slice(),
+            cas,
+        ] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part);
+        }
+        assert_eq!(BASE.hash_with_cas(100_000, cas), hex::encode(h.finalize()));
+    }
+
+    static PARENT: Recipe = Recipe {
+        name: "parent",
+        description: "",
+        extends: None,
+        packages: "a\n# comment\nb\n",
+        customize: "echo parent\n",
+        start_cmd: &[],
+    };
+
+    fn child() -> Recipe {
+        Recipe {
+            name: "child",
+            description: "",
+            extends: Some(&PARENT),
+            packages: "\nc\nb\n",
+            customize: "echo child\n",
+            start_cmd: &["/usr/bin/server", "--flag"],
+        }
+    }
+
+    #[test]
+    fn extending_recipes_compose() {
+        let c = child();
+        assert_eq!(c.packages(), ["a", "b", "c"]);
+        assert_eq!(c.customize_hooks(), ["echo parent\n", "echo child\n"]);
+        assert_eq!(
+            c.start_cmd(),
+            Some(vec!["/usr/bin/server".to_string(), "--flag".to_string()])
+        );
+        assert_eq!(PARENT.start_cmd(), None);
+        assert_eq!(PARENT.customize_hooks(), ["echo parent\n"]);
+    }
+
+    #[test]
+    fn hash_of_an_extending_recipe_covers_every_layer() {
+        static OTHER_PARENT: Recipe = Recipe {
+            customize: "echo parent changed\n",
+            ..PARENT
+        };
+        let cas = b"".as_slice();
+        let c = child();
+        let base = c.hash_with_cas(1, cas);
+        assert_eq!(base, child().hash_with_cas(1, cas));
+        let changed = [
+            Recipe {
+                extends: Some(&OTHER_PARENT),
+                ..c
+            },
+            Recipe {
+                packages: "c\n",
+                ..c
+            },
+            Recipe {
+                customize: "echo child changed\n",
+                ..c
+            },
+            Recipe {
+                start_cmd: &["/usr/bin/server"],
+                ..c
+            },
+            Recipe { extends: None, ..c },
+        ];
+        for r in changed {
+            assert_ne!(base, r.hash_with_cas(1, cas), "{r:?}");
+        }
+        assert_ne!(base, c.hash_with_cas(1, b"CA"));
+        assert_ne!(base, c.hash_with_cas(2, cas));
+    }
+
+    #[test]
+    fn the_code_interpreter_extends_base() {
+        assert_eq!(CODE_INTERPRETER.extends.map(|r| r.name), Some("base"));
+        let packages = CODE_INTERPRETER.packages();
+        assert_eq!(&packages[..BASE.packages().len()], BASE.packages());
+        assert!(packages.contains(&"python3-ipykernel"));
+        assert_eq!(
+            CODE_INTERPRETER.customize_hooks()[0],
+            BASE.customize,
+            "base's hook runs first"
+        );
+        assert_eq!(
+            CODE_INTERPRETER.start_cmd(),
+            Some(vec![INTERPRETER_PATH.to_string()])
+        );
+        assert_eq!(
+            builtin("code-interpreter-v1").map(|r| r.name),
+            Some("code-interpreter-v1")
+        );
+        assert!(builtin("nope").is_none());
+    }
+
+    #[test]
+    fn mmdebstrap_runs_every_hook_in_order() {
+        let hooks = [PathBuf::from("/b/0.sh"), PathBuf::from("/b/1.sh")];
+        let args = mmdebstrap_args(&child(), &Mirrors::default(), &hooks, Path::new("/cache"));
+        assert!(args.contains(&"--include=a,b,c".to_string()));
+        let at = |needle: &str| args.iter().position(|a| a.contains(needle)).unwrap();
+        assert!(at("'/b/0.sh'") < at("'/b/1.sh'"));
+        assert!(at("'/b/1.sh'") < at("sync-out"));
     }
 }

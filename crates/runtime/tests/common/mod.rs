@@ -125,6 +125,7 @@ pub fn config(instance: &str, data: &Path) -> RuntimeConfig {
         data_dir: data.to_path_buf(),
         templates_dir: PathBuf::from(TEMPLATES),
         envd_bin: envd(),
+        interpreter_bin: None,
         uid_base: UID_BASE,
     }
 }

@@ -1,0 +1,350 @@
+//! Warm sandboxes: made ahead of demand for the templates the operator
+//! names, so that a create of such a template only hands one over (its envd
+//! gets the caller's token and env vars over `/init`, its firewall the
+//! caller's egress rules). Worth it where a template's start command is slow
+//! to become useful, like code-interpreter-v1's kernel.
+//!
+//! A warm sandbox is a whole sandbox under an internal id (`warm-…`, which
+//! keeps naming its directory and cgroup after the hand-over); it is not in
+//! the catalog, so no request can reach it before it is handed over.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+
+use super::{NetMode, Runtime, Sandbox};
+use crate::{EgressPolicy, Route, RuntimeError, SandboxInfo, SandboxSpec};
+
+/// CPU weight of a warm sandbox until it is handed over (100 = normal).
+const WARMING_CPU_WEIGHT: u16 = 5;
+/// How long a warm sandbox's service may take to become ready.
+const SERVICE_READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+/// Where the code interpreter listens inside its sandboxes.
+const INTERPRETER_PORT: u16 = 49999;
+/// How long envd may take to accept the hand-over's `/init`.
+const INIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Keep `count` sandboxes of `template` with these resources ready. A create
+/// asking for exactly this template and these resources gets one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmSpec {
+    pub template: String,
+    pub count: usize,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+impl WarmSpec {
+    fn fits(&self, spec: &SandboxSpec) -> bool {
+        spec.template == self.template
+            && spec.cpu_count == self.cpu_count
+            && spec.memory_mb == self.memory_mb
+            && spec.disk_mb == self.disk_mb
+    }
+}
+
+/// The ready sandboxes, and how many are being made, per [`WarmSpec`].
+#[derive(Default)]
+pub(super) struct WarmPool {
+    ready: std::sync::Mutex<Vec<(usize, Arc<Sandbox>)>>,
+    filling: std::sync::Mutex<BTreeMap<usize, usize>>,
+    /// Set by shutdown: nothing new is made, what is being made is undone.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl WarmPool {
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stops the pool: waits (bounded) for the warm sandboxes being made to
+    /// be undone, then returns the ready ones for the caller to tear down.
+    pub(super) async fn close(&self) -> Vec<Arc<Sandbox>> {
+        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.filling.lock().unwrap().values().any(|n| *n > 0)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        self.ready
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|(_, s)| s)
+            .collect()
+    }
+
+    fn take(&self, specs: &[WarmSpec], spec: &SandboxSpec) -> Option<Arc<Sandbox>> {
+        let mut ready = self.ready.lock().unwrap();
+        let pos = ready.iter().position(|(i, _)| specs[*i].fits(spec))?;
+        Some(ready.remove(pos).1)
+    }
+
+    /// Removes a warm sandbox that died; false if it was handed over.
+    fn forget(&self, sandbox: &Arc<Sandbox>) -> bool {
+        let mut ready = self.ready.lock().unwrap();
+        match ready.iter().position(|(_, s)| Arc::ptr_eq(s, sandbox)) {
+            Some(pos) => {
+                ready.remove(pos);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Runtime {
+    /// How many warm sandboxes of `template` are ready to be handed over.
+    pub fn warm_ready(&self, template: &str) -> usize {
+        let ready = self.pool.ready.lock().unwrap();
+        ready
+            .iter()
+            .filter(|(i, _)| self.options.warm[*i].template == template)
+            .count()
+    }
+
+    /// Starts making warm sandboxes until every pool is full again.
+    pub(super) fn refill_pools(&self) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        for (i, warm) in self.options.warm.iter().enumerate() {
+            let have = self
+                .pool
+                .ready
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .count();
+            let missing = {
+                let mut filling = self.pool.filling.lock().unwrap();
+                let in_flight = filling.entry(i).or_default();
+                let missing = warm.count.saturating_sub(have + *in_flight);
+                *in_flight += missing;
+                missing
+            };
+            for _ in 0..missing {
+                let rt = this.clone();
+                tokio::spawn(async move { rt.make_warm(i).await });
+            }
+        }
+    }
+
+    async fn make_warm(self: Arc<Self>, i: usize) {
+        let warm = &self.options.warm[i];
+        let spec = SandboxSpec {
+            id: format!("warm-{}", hex::encode(rand::random::<[u8; 8]>())),
+            template: warm.template.clone(),
+            cpu_count: warm.cpu_count,
+            memory_mb: warm.memory_mb,
+            disk_mb: warm.disk_mb,
+            env_vars: BTreeMap::new(),
+            envd_access_token: None,
+            egress: EgressPolicy::default(),
+            route: Route::default(),
+        };
+        let mut made = self.make(&spec).await;
+        if let Ok(sb) = &made {
+            if let Err(e) = sb.cgroup.set_cpu_weight(WARMING_CPU_WEIGHT) {
+                tracing::debug!(error = %e, "warm sandbox keeps the normal CPU weight");
+            }
+            // Ready means its service is, not just envd: the point is that
+            // the caller's first call does not wait for a kernel to boot.
+            if let Some(path) = self.readiness_path(&spec.template) {
+                if let Err(e) = self.wait_ready(sb, path).await {
+                    let sb = made.expect("checked Ok");
+                    self.teardown(Arc::new(sb)).await;
+                    made = Err(e);
+                }
+            }
+        }
+        if self.pool.is_closed() {
+            if let Ok(sb) = made {
+                self.teardown(Arc::new(sb)).await;
+            }
+            *self.pool.filling.lock().unwrap().entry(i).or_default() -= 1;
+            return;
+        }
+        *self.pool.filling.lock().unwrap().entry(i).or_default() -= 1;
+        match made {
+            Ok(sandbox) => {
+                let sandbox = Arc::new(sandbox);
+                tracing::debug!(id = %spec.id, template = %spec.template, "warm sandbox ready");
+                self.pool.ready.lock().unwrap().push((i, sandbox.clone()));
+                self.watch_warm(sandbox);
+            }
+            // Not retried in a loop: the next hand-over asks again.
+            Err(e) => {
+                tracing::warn!(template = %spec.template, error = %e, "warm sandbox not made")
+            }
+        }
+    }
+
+    /// The HTTP path on the service port that answers 200 once a template's
+    /// start command is ready to serve (only the code interpreter has one).
+    fn readiness_path(&self, template: &str) -> Option<&'static str> {
+        let t = self.store.get(template).ok()??;
+        let argv = t.meta.start_cmd?;
+        (argv.first().map(String::as_str) == Some(crate::templates::INTERPRETER_PATH))
+            .then_some("/ready")
+    }
+
+    async fn wait_ready(&self, warm: &Sandbox, path: &str) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + SERVICE_READY_TIMEOUT;
+        loop {
+            if let Ok(200) = self
+                .http(warm, INTERPRETER_PORT, "GET", path, String::new())
+                .await
+                .map(|(s, _)| s)
+            {
+                return Ok(());
+            }
+            if self.pool.is_closed() {
+                return Err(RuntimeError::Start("the runtime is shutting down".into()));
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(RuntimeError::Start(format!(
+                    "the start command did not get ready within {SERVICE_READY_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Tears a warm sandbox down if it dies before it is handed over.
+    fn watch_warm(&self, sandbox: Arc<Sandbox>) {
+        let this = self.this.clone();
+        let mut exited = sandbox.pid1.exited();
+        let sandbox = Arc::downgrade(&sandbox);
+        tokio::spawn(async move {
+            let _ = exited.wait_for(|d| *d).await;
+            let (Some(rt), Some(sandbox)) = (this.upgrade(), sandbox.upgrade()) else {
+                return;
+            };
+            if rt.pool.forget(&sandbox) {
+                tracing::warn!(id = %sandbox.info.id, "warm sandbox died; replacing it");
+                rt.teardown(sandbox).await;
+                rt.refill_pools();
+            }
+        });
+    }
+
+    /// A warm sandbox made into `spec`'s, if one fits; None means make one.
+    pub(super) async fn take_warm(&self, spec: &SandboxSpec) -> Option<Sandbox> {
+        let warm = self.pool.take(&self.options.warm, spec)?;
+        self.refill_pools();
+        let internal = warm.info.id.clone();
+        let warm = match Arc::try_unwrap(warm) {
+            Ok(w) => w,
+            Err(shared) => {
+                // Something still holds it (it is dying): not usable.
+                self.teardown(shared).await;
+                return None;
+            }
+        };
+        match self.hand_over(&warm, spec).await {
+            Ok(()) => {
+                tracing::debug!(id = %spec.id, warm = %internal, "handed over a warm sandbox");
+                Some(Sandbox {
+                    info: SandboxInfo {
+                        id: spec.id.clone(),
+                        started_at: chrono::Utc::now(),
+                        ..warm.info
+                    },
+                    route: spec.route.clone(),
+                    ..warm
+                })
+            }
+            Err(e) => {
+                tracing::warn!(warm = %internal, error = %e, "warm sandbox could not be handed over; making a new one");
+                self.teardown(Arc::new(warm)).await;
+                None
+            }
+        }
+    }
+
+    /// Gives a warm sandbox the caller's token, env vars and egress rules.
+    async fn hand_over(&self, warm: &Sandbox, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        warm.cgroup
+            .set_cpu_weight(100)
+            .map_err(|e| RuntimeError::Start(format!("restore the CPU weight: {e}")))?;
+        if spec.egress != EgressPolicy::default() {
+            match (&self.net, &warm.net) {
+                (NetMode::Node(n), Some(net)) => n.set_policy(net, &spec.egress).await?,
+                _ => {
+                    return Err(RuntimeError::Start(
+                        "no node network to set egress on".into(),
+                    ))
+                }
+            }
+        }
+        let body = serde_json::json!({
+            "accessToken": spec.envd_access_token,
+            "envVars": spec.env_vars,
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+        });
+        tokio::time::timeout(INIT_TIMEOUT, self.post_init(warm, body.to_string()))
+            .await
+            .map_err(|_| RuntimeError::Start(format!("envd's /init took over {INIT_TIMEOUT:?}")))?
+    }
+
+    async fn post_init(&self, warm: &Sandbox, body: String) -> Result<(), RuntimeError> {
+        let (status, text) = self
+            .http(warm, super::ENVD_PORT, "POST", "/init", body)
+            .await?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(RuntimeError::Start(format!(
+                "envd /init: {status} {}",
+                text.trim()
+            )))
+        }
+    }
+
+    /// One HTTP/1 request to a port inside the sandbox: status and body.
+    async fn http(
+        &self,
+        sandbox: &Sandbox,
+        port: u16,
+        method: &str,
+        path: &str,
+        body: String,
+    ) -> Result<(u16, String), RuntimeError> {
+        let fail = |e: &dyn std::fmt::Display| {
+            RuntimeError::Start(format!("{method} {path} on port {port}: {e}"))
+        };
+        let stream = match (&self.net, &sandbox.net) {
+            (NetMode::Node(_), Some(net)) => sandbar_net::dial(net, port).await,
+            _ => crate::dial::dial_in_netns(sandbox.netns.clone(), port).await,
+        }
+        .map_err(|e| fail(&e))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| fail(&e))?;
+        let conn = tokio::spawn(conn);
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "sandbox")
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| fail(&e))?;
+        let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
+        let status = response.status().as_u16();
+        let text = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        conn.abort();
+        Ok((status, text))
+    }
+}
