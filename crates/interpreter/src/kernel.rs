@@ -130,7 +130,10 @@ impl Kernel {
                 cmd.arg(arg);
             }
         }
-        cmd.envs(&spec.env)
+        // debugpy (imported by ipykernel) warns on every start that Python's
+        // frozen modules may hide breakpoints; nobody here attaches a debugger.
+        cmd.env("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+            .envs(&spec.env)
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -353,6 +353,23 @@ describe('code interpreter', { skip }, () => {
     assert.equal((await sandbox.runCode('survivor', { context: c })).text, 'still here')
   })
 
+  it('replaces a kernel that ignores the interrupt', async () => {
+    const c = await newContext()
+    assertNoError(await sandbox.runCode('lost = 1', { context: c }), 'set')
+    // SIGINT ignored: the interrupt cannot stop this sleep.
+    const stubborn = 'import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(120)'
+    const err = await rejection(() => sandbox.runCode(stubborn, { context: c, timeoutMs: 1500 }))
+    assert.ok(err instanceof TimeoutError, explain(err))
+    // The server gives the kernel 10 s to stop, then replaces it.
+    const t0 = Date.now()
+    const next = await sandbox.runCode('1 + 1', { context: c, timeoutMs: 40_000 })
+    assertNoError(next, '1 + 1 after the hung run')
+    assert.equal(next.text, '2')
+    assert.ok(Date.now() - t0 < 30_000, `the context took ${Date.now() - t0} ms to recover`)
+    const gone = await sandbox.runCode('lost', { context: c })
+    assert.equal(gone.error?.name, 'NameError', 'a replaced kernel starts with fresh state')
+  })
+
   it('lists and removes contexts', async () => {
     const c = await sandbox.createCodeContext({ language: 'python' })
     const before = await sandbox.listCodeContexts()
