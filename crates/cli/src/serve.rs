@@ -427,3 +427,19 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     tracing::info!("sandbar stopped cleanly");
     signal
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_warm;
+
+    #[test]
+    fn warm_pools_are_template_equals_count() {
+        assert_eq!(
+            parse_warm("code-interpreter-v1=2"),
+            Ok(("code-interpreter-v1".to_string(), 2))
+        );
+        assert_eq!(parse_warm(" base = 0 "), Ok(("base".to_string(), 0)));
+        assert!(parse_warm("base").unwrap_err().contains("TEMPLATE=COUNT"));
+        assert!(parse_warm("base=many").unwrap_err().contains("number"));
+    }
+}

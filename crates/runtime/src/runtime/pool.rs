@@ -257,6 +257,12 @@ impl Runtime {
                         ..warm.info
                     },
                     route: spec.route.clone(),
+                    // CPU use is reported from the hand-over on, not the
+                    // kernel's start before it.
+                    cpu_sample: std::sync::Mutex::new((
+                        std::time::Instant::now(),
+                        warm.cgroup.usage().map(|u| u.cpu_ns).unwrap_or(0),
+                    )),
                     ..warm
                 })
             }
@@ -346,5 +352,42 @@ impl Runtime {
             .unwrap_or_default();
         conn.abort();
         Ok((status, text))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(template: &str, memory_mb: u64) -> SandboxSpec {
+        SandboxSpec {
+            id: "x".into(),
+            template: template.into(),
+            cpu_count: 2,
+            memory_mb,
+            disk_mb: 2048,
+            env_vars: BTreeMap::new(),
+            envd_access_token: Some("t".into()),
+            egress: EgressPolicy {
+                allow_internet: false,
+                ..EgressPolicy::default()
+            },
+            route: Route::default(),
+        }
+    }
+
+    #[test]
+    fn a_warm_sandbox_fits_only_its_template_and_resources() {
+        let warm = WarmSpec {
+            template: "code-interpreter-v1".into(),
+            count: 1,
+            cpu_count: 2,
+            memory_mb: 512,
+            disk_mb: 2048,
+        };
+        // Token, env vars and egress are the caller's to set at hand-over.
+        assert!(warm.fits(&spec("code-interpreter-v1", 512)));
+        assert!(!warm.fits(&spec("base", 512)));
+        assert!(!warm.fits(&spec("code-interpreter-v1", 1024)));
     }
 }
