@@ -88,16 +88,7 @@ impl Context {
         *self.kernel.lock().unwrap() = None;
         let started = Instant::now();
         let cwd = PathBuf::from(&self.info.cwd);
-        let kernel = match Kernel::start(&self.spec, &cwd, &self.run_dir).await {
-            Ok(k) => k,
-            // A channel torn down while the kernel set up is worth one more
-            // try; a kernel that exits or times out is not.
-            Err(e @ KernelError::Protocol(_)) => {
-                tracing::warn!(context = %self.info.id, error = %e, "kernel start failed; retrying once");
-                Kernel::start(&self.spec, &cwd, &self.run_dir).await?
-            }
-            Err(e) => return Err(e),
-        };
+        let kernel = Kernel::start(&self.spec, &cwd, &self.run_dir).await?;
         let kernel = Arc::new(kernel);
         tracing::info!(
             context = %self.info.id,

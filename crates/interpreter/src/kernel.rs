@@ -85,15 +85,12 @@ pub struct Kernel {
     /// The sandbox-wide env vars this kernel has been given (None until the
     /// first run brought it up to date).
     pub sandbox_env: Mutex<Option<Arc<BTreeMap<String, String>>>>,
-    pgid: Pid,
     interrupt_by_message: bool,
     shell: tokio::sync::Mutex<Connection<DealerSendHalf>>,
     control: tokio::sync::Mutex<ClientControlConnection>,
     pending: Pending,
     exit: watch::Receiver<Option<String>>,
-    /// Connection file and sockets, removed with the kernel.
-    files: Vec<PathBuf>,
-    tasks: Vec<JoinHandle<()>>,
+    process: ProcessGuard,
 }
 
 impl Kernel {
@@ -191,8 +188,8 @@ impl Kernel {
             }));
         }
 
-        let mut kernel_tasks = KillOnDrop {
-            pgid: Some(Pid::from_raw(pid)),
+        let mut process = ProcessGuard {
+            pgid: Pid::from_raw(pid),
             tasks,
             files: std::iter::once(conn_file.clone())
                 .chain(sockets.clone())
@@ -234,23 +231,20 @@ impl Kernel {
                 })
             }
         };
-        kernel_tasks
+        process
             .tasks
             .push(tokio::spawn(route(shell_rx, iopub, pending.clone())));
 
         let kernel = Kernel {
             name: spec.name.clone(),
             sandbox_env: Mutex::new(None),
-            pgid: Pid::from_raw(pid),
             interrupt_by_message: spec.interrupts_by_message(),
             shell: tokio::sync::Mutex::new(shell),
             control: tokio::sync::Mutex::new(control),
             pending,
             exit,
-            files: std::mem::take(&mut kernel_tasks.files),
-            tasks: std::mem::take(&mut kernel_tasks.tasks),
+            process,
         };
-        kernel_tasks.disarm();
         match tokio::time::timeout(START_TIMEOUT, kernel.handshake()).await {
             Ok(Ok(())) => Ok(kernel),
             Ok(Err(KernelError::Gone(status))) => Err(KernelError::ExitedAtStart {
@@ -349,7 +343,7 @@ impl Kernel {
             if let Err(e) = self.control.lock().await.send(message).await {
                 tracing::warn!(kernel = %self.name, error = %e, "interrupt request not sent");
             }
-        } else if let Err(e) = killpg(self.pgid, Signal::SIGINT) {
+        } else if let Err(e) = killpg(self.process.pgid, Signal::SIGINT) {
             tracing::warn!(kernel = %self.name, error = %e, "could not interrupt the kernel");
         }
     }
@@ -361,45 +355,24 @@ impl Kernel {
 
     /// Kills the kernel and whatever it started, and waits until it is gone.
     pub async fn kill(&self) {
-        let _ = killpg(self.pgid, Signal::SIGKILL);
+        let _ = killpg(self.process.pgid, Signal::SIGKILL);
         let mut exit = self.exit.clone();
         let _ = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
     }
 }
 
-impl Drop for Kernel {
-    fn drop(&mut self) {
-        let _ = killpg(self.pgid, Signal::SIGKILL);
-        for task in &self.tasks {
-            task.abort();
-        }
-        for f in &self.files {
-            let _ = std::fs::remove_file(f);
-        }
-    }
-}
-
-/// Cleans up a kernel whose start failed half-way.
-struct KillOnDrop {
-    pgid: Option<Pid>,
+/// The kernel's process group, the tasks that serve it and its files: all
+/// undone on drop, whether the start failed half-way or the kernel is done.
+struct ProcessGuard {
+    pgid: Pid,
     tasks: Vec<JoinHandle<()>>,
+    /// Connection file and sockets.
     files: Vec<PathBuf>,
 }
 
-impl KillOnDrop {
-    /// The `Kernel` owns the process from now on.
-    fn disarm(&mut self) {
-        self.pgid = None;
-        self.tasks.clear();
-        self.files.clear();
-    }
-}
-
-impl Drop for KillOnDrop {
+impl Drop for ProcessGuard {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
+        let _ = killpg(self.pgid, Signal::SIGKILL);
         for task in &self.tasks {
             task.abort();
         }
@@ -525,7 +498,7 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
             let name = Signal::try_from(sig)
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_else(|_| sig.to_string());
-            if sig == libc_sigkill() {
+            if sig == Signal::SIGKILL as i32 {
                 format!("killed by {name} (out of memory, or killed on purpose)")
             } else {
                 format!("killed by {name}")
@@ -533,10 +506,6 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
         }
         _ => status.to_string(),
     }
-}
-
-fn libc_sigkill() -> i32 {
-    Signal::SIGKILL as i32
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {

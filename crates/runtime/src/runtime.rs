@@ -19,7 +19,7 @@ pub use pool::WarmSpec;
 use crate::cgroup::{Cgroup, Hierarchy, Limits};
 use crate::init::{InitSpec, INIT_ARG, INIT_FILE};
 use crate::pid1::Pid1;
-use crate::templates::{Template, TemplateStore, INTERPRETER_PATH};
+use crate::templates::{Template, TemplateStore};
 use crate::{
     BoxFuture, Catalog, DialError, Metrics, Route, RuntimeConfig, RuntimeError, SandboxInfo,
     SandboxSpec,
@@ -266,7 +266,7 @@ impl Runtime {
         made
     }
 
-    /// The host binary to bind at [`INTERPRETER_PATH`] when `template`'s
+    /// The host binary to bind at [`crate::templates::INTERPRETER_PATH`] when `template`'s
     /// start command runs it; checked before anything is made, so that a
     /// node without it fails the create with a reason.
     fn interpreter_for(
@@ -274,13 +274,7 @@ impl Runtime {
         name: &str,
         template: &Template,
     ) -> Result<Option<PathBuf>, RuntimeError> {
-        let runs_it = template
-            .meta
-            .start_cmd
-            .as_ref()
-            .and_then(|argv| argv.first())
-            .is_some_and(|cmd| cmd == INTERPRETER_PATH);
-        if !runs_it {
+        if !template.meta.runs_interpreter() {
             return Ok(None);
         }
         match &self.config.interpreter_bin {
@@ -769,6 +763,7 @@ impl Catalog for Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::templates::INTERPRETER_PATH;
 
     fn spec() -> SandboxSpec {
         SandboxSpec {

@@ -189,9 +189,7 @@ impl Runtime {
     /// start command is ready to serve (only the code interpreter has one).
     fn readiness_path(&self, template: &str) -> Option<&'static str> {
         let t = self.store.get(template).ok()??;
-        let argv = t.meta.start_cmd?;
-        (argv.first().map(String::as_str) == Some(crate::templates::INTERPRETER_PATH))
-            .then_some("/ready")
+        t.meta.runs_interpreter().then_some("/ready")
     }
 
     async fn wait_ready(&self, warm: &Sandbox, path: &str) -> Result<(), RuntimeError> {

@@ -58,6 +58,17 @@ pub struct TemplateMeta {
     pub start_cmd: Option<Vec<String>>,
 }
 
+impl TemplateMeta {
+    /// Whether its start command is the code-interpreter server, which the
+    /// runtime then binds into the sandbox and waits on for warm sandboxes.
+    pub fn runs_interpreter(&self) -> bool {
+        self.start_cmd
+            .as_ref()
+            .and_then(|argv| argv.first())
+            .is_some_and(|cmd| cmd == INTERPRETER_PATH)
+    }
+}
+
 /// A template ready to start sandboxes from.
 #[derive(Debug, Clone)]
 pub struct Template {
