@@ -3,8 +3,8 @@
 # Debian or Ubuntu, as root. Idempotent: quick when everything is present.
 set -euo pipefail
 
-runtime_pkgs=(nftables mmdebstrap libnss-myhostname iproute2 ca-certificates curl)
-build_pkgs=(protobuf-compiler pkg-config gcc)
+runtime_pkgs=(nftables mmdebstrap libnss-myhostname iproute2 procps ca-certificates curl)
+build_pkgs=(protobuf-compiler libprotobuf-dev pkg-config gcc)
 test_pkgs=(sqlite3 wrk nginx-light chromium)
 
 want=("${runtime_pkgs[@]}" "${build_pkgs[@]}")

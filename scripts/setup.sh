@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian/Ubuntu machine (with Rust) to a running
 # sandbar: installs system packages, builds and installs the binaries, builds
-# the default template, and starts `sandbar serve`. Run as root.
+# the default templates, and starts `sandbar serve`. Run as root (with sudo
+# only where you are not root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $EUID -eq 0 ]] || { echo "setup.sh must run as root (it installs packages and manages namespaces)" >&2; exit 1; }
@@ -15,6 +16,12 @@ target_dir="${CARGO_TARGET_DIR:-target}"
 install -m 0755 "$target_dir/release/sandbar" "$target_dir/release/envd" \
   "$target_dir/release/sandbar-interpreter" /usr/local/bin/
 
+echo "==> checking this host (sandbar doctor)"
+if ! sandbar doctor; then
+  echo "setup.sh stopped: fix the problems above (each has its fix) and run it again" >&2
+  exit 1
+fi
+
 echo "==> building the default templates (cached after the first time)"
 sandbar template build base
 sandbar template build code-interpreter-v1
@@ -25,6 +32,15 @@ if pgrep -x sandbar >/dev/null; then
   for _ in $(seq 50); do pgrep -x sandbar >/dev/null || break; sleep 0.2; done
 fi
 
+# `sandbar serve` options given to this script as SANDBAR_* variables (e.g.
+# SANDBAR_PUBLIC_RANGES, which `sandbar doctor` may suggest) are kept for the
+# service; a later run without any leaves the kept ones alone.
+mkdir -p /etc/sandbar
+if env | grep -q '^SANDBAR_'; then
+  env | grep '^SANDBAR_' | sort >/etc/sandbar/serve.env
+  echo "==> kept for the service in /etc/sandbar/serve.env: $(cut -d= -f1 /etc/sandbar/serve.env | tr '\n' ' ')"
+fi
+
 echo "==> starting sandbar serve"
 if [[ -d /run/systemd/system ]]; then
   cat > /etc/systemd/system/sandbar.service <<'UNIT'
@@ -33,6 +49,7 @@ Description=sandbar sandbox cloud
 After=network-online.target
 
 [Service]
+EnvironmentFile=-/etc/sandbar/serve.env
 ExecStart=/usr/local/bin/sandbar serve
 KillMode=mixed
 Restart=on-failure
@@ -44,7 +61,12 @@ UNIT
   systemctl enable --now sandbar.service
 else
   mkdir -p /var/log/sandbar
-  nohup /usr/local/bin/sandbar serve >>/var/log/sandbar/serve.log 2>&1 &
+  (
+    set -a
+    # shellcheck disable=SC1091
+    [[ -r /etc/sandbar/serve.env ]] && source /etc/sandbar/serve.env
+    exec nohup /usr/local/bin/sandbar serve >>/var/log/sandbar/serve.log 2>&1
+  ) &
 fi
 
 # Ready when the API answers at the URL `sandbar env` hands to the SDKs.
@@ -60,5 +82,6 @@ if [[ -z "$api" ]]; then
   exit 1
 fi
 echo
-echo "sandbar is running. Point the E2B SDKs at it with:"
-echo '  eval "$(sandbar env)"'
+echo "sandbar is running at $api (sandboxes at https://{port}-{id}.$(sandbar env | sed -n "s/^export E2B_DOMAIN='\(.*\)'$/\1/p"))."
+echo "Next: point the E2B SDKs at it and run the example (the README's program):"
+sandbar example --help | sed -n '/eval/,$p'

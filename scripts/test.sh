@@ -16,11 +16,25 @@ step() { printf '\n==> %s\n' "$*"; }
 step "system packages"
 scripts/install-deps.sh --with-test-tools
 
-before=$(scripts/host-state.sh)
+leak_state="$(mktemp -d -t sandbar-leak-check.XXXXXX)"
+trap 'rm -rf "$leak_state"' EXIT
+step "what this host holds before the tests"
+scripts/leak-check.sh start "$leak_state"
 
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "fresh install: install-deps.sh on a brand-new Debian 12 root filesystem"
+tests/install/run-fresh-install.sh
+# The check must be able to fail: without the well-known protos the build breaks.
+sed 's/ libprotobuf-dev//' scripts/install-deps.sh >"$leak_state/install-deps-without-protos.sh"
+if FRESH_INSTALL_DEPS="$leak_state/install-deps-without-protos.sh" tests/install/run-fresh-install.sh >"$leak_state/fresh-negative.log" 2>&1; then
+  echo "the fresh-install check passed without libprotobuf-dev: it cannot catch a missing package" >&2
+  exit 1
+fi
+grep -q 'not ok - protoc compiles' "$leak_state/fresh-negative.log"
+echo "ok - without libprotobuf-dev the fresh-install check fails as it should"
 
 step "build"
 cargo build --workspace --locked
@@ -43,10 +57,4 @@ step "benchmark smoke run (every row, tiny counts)"
 "$bin/sandbar-bench" --smoke
 
 step "nothing left on the host"
-after=$(scripts/host-state.sh)
-if [[ "$before" != "$after" ]]; then
-  echo "host state changed during the tests (leak):"
-  diff <(echo "$before") <(echo "$after") || true
-  exit 1
-fi
-echo "host state unchanged"
+scripts/leak-check.sh end "$leak_state"

@@ -113,7 +113,7 @@ log "starting sandbar: instance $instance, subnet $subnet, API :$api_port, HTTPS
 "$sandbar" --data-dir "$data" --templates-dir "$templates" serve \
   --instance "$instance" --subnet "$subnet" \
   --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port" \
-  --envd "$envd" --interpreter "$interpreter" >"$server_log" 2>&1 &
+  --envd "$envd" --interpreter "$interpreter" --public-range "$(registry_public_ranges)" >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || die "sandbar exited at start: $(tail -n 20 "$server_log")"

@@ -2,7 +2,9 @@
 //! other commands manage keys, sandboxes and templates, or print the
 //! environment that points the E2B SDKs at it.
 
+mod doctor;
 mod env_cmd;
+mod example_cmd;
 mod exec_cmd;
 mod keys_cmd;
 mod layout;
@@ -47,8 +49,18 @@ struct Cli {
 enum Command {
     /// Run the API, the edge proxy and the sandbox runtime.
     Serve(serve::ServeArgs),
+    /// Check that this host can run `sandbar serve` (same flags); prints each
+    /// problem with its fix and exits 1 if there is one.
+    Doctor(serve::ServeArgs),
     /// Print `export` lines that point the E2B SDKs at this server.
     Env,
+    /// Print the README's example program (`js` or `python`), ready to run
+    /// against this server.
+    #[command(after_help = example_cmd::HOW)]
+    Example {
+        /// `js` or `python`
+        language: String,
+    },
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
@@ -177,7 +189,14 @@ fn run(cli: Cli) -> Result<()> {
     rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(data, args).await,
+            Command::Doctor(args) => {
+                if !doctor::run(&data, &args).await? {
+                    std::process::exit(1);
+                }
+                Ok(())
+            }
             Command::Env => env_cmd::run(&data),
+            Command::Example { language } => example_cmd::run(&language),
             Command::Keys { command } => {
                 let store = open_store(&data).await?;
                 match command {

@@ -97,6 +97,26 @@ pub struct ServeArgs {
         value_parser = parse_warm
     )]
     pub warm: Vec<(String, usize)>,
+    /// A range to open out of what sandboxes never reach (private networks,
+    /// link-local, ...: the IANA special-purpose blocks), for sandboxes
+    /// whose `allowOut` covers it; repeatable. Sandboxes of this server stay
+    /// apart whatever is opened.
+    #[arg(
+        long = "open-range",
+        env = "SANDBAR_OPEN_RANGES",
+        value_delimiter = ','
+    )]
+    pub open_ranges: Vec<Ipv4Net>,
+    /// A special-purpose range that is part of the internet here (e.g. an
+    /// egress proxy or package mirror on a documentation address): every
+    /// sandbox reaches it; repeatable. `sandbar doctor` suggests it when
+    /// this host's own way out lies in such a range.
+    #[arg(
+        long = "public-range",
+        env = "SANDBAR_PUBLIC_RANGES",
+        value_delimiter = ','
+    )]
+    pub public_ranges: Vec<Ipv4Net>,
 }
 
 fn parse_warm(s: &str) -> Result<(String, usize), String> {
@@ -257,6 +277,8 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 state_dir: run_dir.clone(),
                 pool_size: args.pool_size,
                 dns_upstream: Vec::new(),
+                open_ranges: args.open_ranges.clone(),
+                public_ranges: args.public_ranges.clone(),
             })
             .await
             .context("setting up the sandbox network (`--network private` runs sandboxes without internet)")?,

@@ -52,6 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         state_dir: std::env::temp_dir().join(format!("sandbar-netbench-{pid}")),
         pool_size: 16,
         dns_upstream: Vec::new(),
+        open_ranges: Vec::new(),
+        public_ranges: Vec::new(),
     };
     let started = Instant::now();
     let net = Network::new(config.clone()).await?;

@@ -20,6 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         state_dir: state_dir.into(),
         pool_size: 0,
         dns_upstream: Vec::new(),
+        open_ranges: Vec::new(),
+        public_ranges: Vec::new(),
     };
     Network::remove_instance(&config).await?;
     Ok(())

@@ -22,9 +22,60 @@ use crate::NetError;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const TCP_SESSION_LIMIT: Duration = Duration::from_secs(30);
-const MAX_UDP_IN_FLIGHT: usize = 512;
-const MAX_TCP_SESSIONS: usize = 128;
+/// Node-wide caps, which protect the host...
+const MAX_UDP_IN_FLIGHT: usize = 4096;
+const MAX_TCP_SESSIONS: usize = 1024;
+/// ...and per-sandbox shares of them, so that no sandbox can hold what the
+/// others need: a resolver serves a client a handful of queries at a time.
+const MAX_UDP_IN_FLIGHT_PER_SOURCE: usize = 64;
+const MAX_TCP_SESSIONS_PER_SOURCE: usize = 4;
 const MAX_DNS_MESSAGE: usize = 65535;
+
+/// How many slots each source holds, with a cap per source.
+struct PerSource {
+    held: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+    max: usize,
+}
+
+/// A slot held by one source; released on drop.
+struct SourceSlot {
+    owner: Arc<PerSource>,
+    source: IpAddr,
+}
+
+impl PerSource {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            held: Default::default(),
+            max,
+        })
+    }
+
+    fn try_take(self: &Arc<Self>, source: IpAddr) -> Option<SourceSlot> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(source).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            owner: self.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = held.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.source);
+            }
+        }
+    }
+}
 
 pub(crate) struct DnsForwarder {
     port: u16,
@@ -108,6 +159,7 @@ fn message_id(message: &[u8]) -> Option<u16> {
 
 async fn serve_udp(socket: Arc<UdpSocket>, upstreams: Arc<[SocketAddr]>, access: Arc<DnsAccess>) {
     let in_flight = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
+    let per_source = PerSource::new(MAX_UDP_IN_FLIGHT_PER_SOURCE);
     let mut buf = vec![0u8; MAX_DNS_MESSAGE];
     loop {
         let (len, from) = match socket.recv_from(&mut buf).await {
@@ -128,13 +180,16 @@ async fn serve_udp(socket: Arc<UdpSocket>, upstreams: Arc<[SocketAddr]>, access:
             continue;
         }
         // Under a flood, dropping is what a resolver does; clients retry.
+        let Some(slot) = per_source.try_take(from.ip()) else {
+            continue;
+        };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             continue;
         };
         let socket = socket.clone();
         let upstreams = upstreams.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             match relay_udp(&query, &upstreams).await {
                 Ok(answer) => {
                     let _ = socket.send_to(&answer, from).await;
@@ -182,6 +237,7 @@ async fn relay_udp(query: &[u8], upstreams: &[SocketAddr]) -> io::Result<Vec<u8>
 
 async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>, access: Arc<DnsAccess>) {
     let sessions = Arc::new(Semaphore::new(MAX_TCP_SESSIONS));
+    let per_source = PerSource::new(MAX_TCP_SESSIONS_PER_SOURCE);
     loop {
         let (stream, from) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -191,13 +247,18 @@ async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>, access: 
                 continue;
             }
         };
+        // Over a cap the connection is closed at once (dropped here).
+        let Some(slot) = per_source.try_take(from.ip()) else {
+            tracing::debug!(%from, "DNS forwarder: too many TCP sessions from this source");
+            continue;
+        };
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             continue;
         };
         let allowed = sandbox_source(from).is_some_and(|a| access.may_resolve(a));
         let upstreams = upstreams.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _held = (permit, slot);
             let session = async {
                 if allowed {
                     relay_tcp(stream, &upstreams).await
@@ -269,6 +330,19 @@ fn parse_resolv_conf(text: &str) -> Vec<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_source_has_its_own_share() {
+        let slots = PerSource::new(2);
+        let a: IpAddr = "10.0.0.2".parse().unwrap();
+        let b: IpAddr = "10.0.0.6".parse().unwrap();
+        let a1 = slots.try_take(a).unwrap();
+        let _a2 = slots.try_take(a).unwrap();
+        assert!(slots.try_take(a).is_none(), "a's share is used up");
+        assert!(slots.try_take(b).is_some(), "b is not affected");
+        drop(a1);
+        assert!(slots.try_take(a).is_some(), "a slot comes back on drop");
+    }
     use hickory_proto::op::Query;
     use hickory_proto::rr::{Name, RecordType};
 

@@ -151,6 +151,8 @@ mod tests {
             state_dir: "/run/sandbar/x".into(),
             pool_size: 0,
             dns_upstream: Vec::new(),
+            open_ranges: Vec::new(),
+            public_ranges: Vec::new(),
         }
     }
 

@@ -10,6 +10,7 @@
 //! holding `.1` (the sandbox's gateway and resolver), `eth0` inside holding
 //! `.2`, default route via `.1`, no IPv6 but loopback.
 
+pub mod claim;
 mod dial;
 mod dns;
 mod layout;
@@ -18,6 +19,7 @@ mod netns;
 mod nft;
 mod policy;
 mod slot;
+pub mod special;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,13 +32,14 @@ use ipnet::Ipv4Net;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+pub use claim::InstanceClaim;
 pub use dial::dial;
 pub use dns::system_resolvers;
 pub use netns::mount_points;
 
 use dns::DnsForwarder;
 use layout::{IndexAllocator, Layout};
-use nft::{Firewall, SandboxRules};
+use nft::{Firewall, Ranges, SandboxRules};
 use policy::{CompiledPolicy, DnsAccess};
 use slot::Slot;
 
@@ -55,6 +58,15 @@ pub struct NetConfig {
     pub pool_size: usize,
     /// Upstream resolvers for the DNS forwarder (empty: /etc/resolv.conf).
     pub dns_upstream: Vec<SocketAddr>,
+    /// Ranges the operator opens out of the always-blocked set (private
+    /// networks, say): reachable only by sandboxes whose `allowOut` covers
+    /// them. The instance's own subnet is never opened.
+    pub open_ranges: Vec<Ipv4Net>,
+    /// Special-purpose ranges that are part of the internet for this
+    /// deployment (an egress proxy or registry mirror on a documentation
+    /// address, say): every sandbox reaches them. The instance's own subnet
+    /// is never public.
+    pub public_ranges: Vec<Ipv4Net>,
 }
 
 /// What a sandbox may reach.
@@ -103,6 +115,8 @@ pub enum NetError {
     Policy(String),
     #[error("the sandbox network is shut down")]
     Closed,
+    #[error("instance '{instance}' is in use by another sandbar process{}; stop it or pick another instance name", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    InstanceInUse { instance: String, pid: Option<u32> },
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -114,7 +128,11 @@ struct Live {
 }
 
 struct Inner {
+    /// Held for the network's life: no other process manages this instance.
+    _claim: InstanceClaim,
     config: NetConfig,
+    /// The operator's open and public ranges, without this instance's subnet.
+    ranges: Ranges,
     layout: Layout,
     /// rtnetlink in the host namespace.
     host: rtnetlink::Handle,
@@ -144,6 +162,7 @@ pub struct Network {
 impl Network {
     pub async fn new(config: NetConfig) -> Result<Arc<Self>, NetError> {
         let layout = Layout::new(&config)?;
+        let claim = InstanceClaim::acquire(&config.instance)?;
         let upstreams = if config.dns_upstream.is_empty() {
             system_resolvers()
         } else {
@@ -153,6 +172,7 @@ impl Network {
         tokio::spawn(connection);
 
         remove_leftovers(&layout, &host).await?;
+        refuse_overlap(&host, layout.subnet()).await?;
         enable_forwarding()?;
         netns::prepare_dir(&layout.netns_dir())?;
         let access = Arc::new(DnsAccess::default());
@@ -163,6 +183,7 @@ impl Network {
                 layout.veth_wildcard(),
                 layout.subnet(),
                 dns.port(),
+                &ranges(&config, &layout),
             );
             firewall.install().await?;
             Ok::<_, NetError>((dns, firewall))
@@ -185,6 +206,8 @@ impl Network {
         );
 
         let inner = Arc::new(Inner {
+            _claim: claim,
+            ranges: ranges(&config, &layout),
             indices: Mutex::new(IndexAllocator::new(layout.slots())),
             config,
             layout,
@@ -208,7 +231,7 @@ impl Network {
 
     /// A ready namespace (from the pool when it has one) with `policy` in force.
     pub async fn acquire(&self, policy: &EgressPolicy) -> Result<SandboxNet, NetError> {
-        let compiled = policy::compile(policy)?;
+        let compiled = policy::compile(policy, &self.inner.ranges)?;
         let inner = &self.inner;
         inner.ensure_open()?;
         let pooled = lock(&inner.pool).pop_front();
@@ -254,7 +277,7 @@ impl Network {
         net: &SandboxNet,
         policy: &EgressPolicy,
     ) -> Result<(), NetError> {
-        let compiled = policy::compile(policy)?;
+        let compiled = policy::compile(policy, &self.inner.ranges)?;
         let inner = &self.inner;
         let _guard = inner.rules_lock.lock().await;
         let current = inner.live_rules(net)?;
@@ -342,14 +365,21 @@ impl Network {
     /// it is not going to be started again.
     pub async fn remove_instance(config: &NetConfig) -> Result<(), NetError> {
         let layout = Layout::new(config)?;
+        let _claim = InstanceClaim::acquire(&config.instance)?;
         let (connection, host, _) = rtnetlink::new_connection()?;
         tokio::spawn(connection);
         remove_leftovers(&layout, &host).await?;
         netns::clean_dir(&layout.netns_dir(), true)?;
         remove_if_empty(&config.state_dir);
-        Firewall::new(layout.table(), layout.veth_wildcard(), layout.subnet(), 0)
-            .remove()
-            .await
+        Firewall::new(
+            layout.table(),
+            layout.veth_wildcard(),
+            layout.subnet(),
+            0,
+            &Ranges::default(),
+        )
+        .remove()
+        .await
     }
 
     /// Namespaces ready in the pool right now.
@@ -555,6 +585,99 @@ async fn remove_links(host: &rtnetlink::Handle, prefix: &str) -> Result<(), NetE
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The operator's open and public ranges, with the instance's own subnet
+/// taken out: whatever is opened, sandboxes never reach each other.
+fn ranges(config: &NetConfig, layout: &Layout) -> Ranges {
+    Ranges {
+        open: special::without_v4(&config.open_ranges, layout.subnet()),
+        public: special::without_v4(&config.public_ranges, layout.subnet()),
+    }
+}
+
+/// Refuses a sandbox subnet that overlaps a network the host already uses
+/// (another sandbar instance's sandboxes, a LAN, a VPN route): sandboxes
+/// there would shadow it, or be shadowed, and traffic would go astray.
+async fn refuse_overlap(host: &rtnetlink::Handle, subnet: Ipv4Net) -> Result<(), NetError> {
+    match clash(host, subnet).await? {
+        Some(what) => Err(NetError::Config(format!(
+            "subnet {subnet} overlaps {what} on this host (another sandbar instance, or a network of the host); pick another subnet"
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn clash(host: &rtnetlink::Handle, subnet: Ipv4Net) -> Result<Option<String>, NetError> {
+    Ok(links::ipv4_in_use(host)
+        .await?
+        .into_iter()
+        .find(|(net, _)| net.contains(&subnet.network()) || subnet.contains(&net.network()))
+        .map(|(_, what)| what))
+}
+
+/// What on the host a sandbox subnet would overlap (an address or route), if anything.
+pub async fn subnet_clash(subnet: Ipv4Net) -> Result<Option<String>, NetError> {
+    let (connection, host, _) = rtnetlink::new_connection()?;
+    let task = tokio::spawn(connection);
+    let found = clash(&host, subnet.trunc()).await;
+    task.abort();
+    found
+}
+
+impl NetConfig {
+    /// A configuration no other instance on this host uses, for tests and
+    /// scratch servers: instance `<prefix>` + 5 random characters, a /24 in
+    /// 10.100.0.0-10.199.255.0 that none of the host's addresses or routes
+    /// touch (the default server subnet lies outside that range), state in
+    /// `/run/sandbar/<instance>`. Blocking (it asks the kernel on a thread
+    /// of its own), so callable from sync and async code alike.
+    pub fn unique(prefix: char, pool_size: usize) -> Result<Self, NetError> {
+        let in_use = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(NetError::Io)?
+                .block_on(async {
+                    let (connection, host, _) = rtnetlink::new_connection()?;
+                    let task = tokio::spawn(connection);
+                    let nets = links::ipv4_in_use(&host).await;
+                    task.abort();
+                    nets
+                })
+        })
+        .join()
+        .map_err(|_| NetError::Setup("listing the host's networks panicked".into()))??;
+        use rand::Rng;
+        let mut rng = rand::rng();
+        let instance: String = std::iter::once(prefix)
+            .chain((0..5).map(|_| char::from_digit(rng.random_range(0..36), 36).expect("base 36")))
+            .collect();
+        for _ in 0..1000 {
+            let subnet = Ipv4Net::new(
+                Ipv4Addr::new(10, rng.random_range(100..200), rng.random(), 0),
+                24,
+            )
+            .expect("valid prefix");
+            let clashes = in_use
+                .iter()
+                .any(|(net, _)| net.contains(&subnet.network()) || subnet.contains(&net.network()));
+            if !clashes {
+                return Ok(Self {
+                    state_dir: PathBuf::from("/run/sandbar").join(&instance),
+                    instance,
+                    subnet,
+                    pool_size,
+                    dns_upstream: Vec::new(),
+                    open_ranges: Vec::new(),
+                    public_ranges: Vec::new(),
+                });
+            }
+        }
+        Err(NetError::Config(
+            "no free /24 left in 10.100.0.0-10.199.255.0".into(),
+        ))
     }
 }
 

@@ -154,3 +154,83 @@ pub(crate) async fn names_with_prefix(
         .map(str::to_string)
         .collect())
 }
+
+/// IPv4 networks the host already uses: those of its addresses (with the
+/// interface that holds each) and the destinations of its routes (the
+/// default route left out), for telling whether a sandbox subnet would
+/// clash with them.
+pub(crate) async fn ipv4_in_use(
+    handle: &Handle,
+) -> Result<Vec<(ipnet::Ipv4Net, String)>, NetError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+
+    let links: Vec<LinkMessage> = handle
+        .clone()
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink_err("listing links"))?;
+    let ifname = |index: u32| {
+        links
+            .iter()
+            .find(|l| l.header.index == index)
+            .and_then(name_of)
+            .unwrap_or("?")
+            .to_string()
+    };
+    let mut out = Vec::new();
+    let addresses: Vec<_> = handle
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink_err("listing addresses"))?;
+    for a in &addresses {
+        for attr in &a.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(ip)) = attr {
+                if let Ok(net) = ipnet::Ipv4Net::new(*ip, a.header.prefix_len) {
+                    out.push((
+                        net.trunc(),
+                        format!(
+                            "address {ip}/{} on {}",
+                            a.header.prefix_len,
+                            ifname(a.header.index)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    let routes: Vec<_> = handle
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink_err("listing routes"))?;
+    for r in &routes {
+        let len = r.header.destination_prefix_length;
+        if len == 0 {
+            continue;
+        }
+        let dest = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(*ip),
+            _ => None,
+        });
+        let dev = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(ifname(*i)),
+            _ => None,
+        });
+        if let Some(Ok(net)) = dest.map(|ip| ipnet::Ipv4Net::new(ip, len)) {
+            out.push((
+                net.trunc(),
+                format!("route {net} via {}", dev.unwrap_or_else(|| "?".into())),
+            ));
+        }
+    }
+    Ok(out)
+}

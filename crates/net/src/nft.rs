@@ -28,24 +28,15 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use crate::policy::CompiledPolicy;
 use crate::NetError;
 
-/// Destinations a sandbox never reaches unless its policy allows them:
-/// private, shared, loopback, link-local (cloud metadata), "this network",
-/// multicast and reserved ranges.
-const BLOCKED_V4: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
-];
-
 const OFFLINE_SET: &str = "offline";
 const EGRESS_MAP: &str = "egress";
+/// What sandboxes never reach: see [`crate::special`], plus the instance's
+/// own subnet (other sandboxes).
 const BLOCKED_SET: &str = "blocked4";
+const BLOCKED6_SET: &str = "blocked6";
+/// Blocked ranges the operator opened: reachable only by sandboxes whose
+/// `allowOut` covers them.
+const OPENED_SET: &str = "opened4";
 
 /// What a sandbox currently has in the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,6 +51,18 @@ pub(crate) struct Firewall {
     veth_wildcard: String,
     subnet: Ipv4Net,
     dns_port: u16,
+    opened: Vec<Ipv4Net>,
+    public: Vec<Ipv4Net>,
+}
+
+/// The operator's changes to what sandboxes never reach (already without
+/// the instance's own subnet: see `Network::new`).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Ranges {
+    /// Reachable by sandboxes whose `allowOut` covers them.
+    pub(crate) open: Vec<Ipv4Net>,
+    /// Reachable by every sandbox, as the internet is.
+    pub(crate) public: Vec<Ipv4Net>,
 }
 
 // Small constructors that keep the rule listings below readable.
@@ -140,12 +143,15 @@ impl Firewall {
         veth_wildcard: String,
         subnet: Ipv4Net,
         dns_port: u16,
+        ranges: &Ranges,
     ) -> Self {
         Self {
             table,
             veth_wildcard,
             subnet,
             dns_port,
+            opened: ranges.open.clone(),
+            public: ranges.public.clone(),
         }
     }
 
@@ -245,21 +251,54 @@ impl Firewall {
             set_type: SetTypeValue::Single(SetType::Ifname),
             ..Set::default()
         })));
-        let mut blocked: Vec<Ipv4Net> = BLOCKED_V4
-            .iter()
-            .map(|n| n.parse().expect("static CIDR"))
-            .collect();
+        let mut blocked = crate::special::blocked_v4(&self.public);
         blocked.push(self.subnet);
         let blocked = ipnet::Ipv4Net::aggregate(&blocked);
-        batch.add(NfListObject::Set(Box::new(Set {
-            family: NfFamily::INet,
-            table,
-            name: BLOCKED_SET.into(),
-            set_type: SetTypeValue::Single(SetType::Ipv4Addr),
-            flags: Some(HashSet::from([SetFlag::Interval])),
-            elem: Some(blocked.into_iter().map(prefix).collect::<Vec<_>>().into()),
-            ..Set::default()
-        })));
+        let interval_set = |name: &'static str, set_type, elem: Vec<Expression<'static>>| {
+            NfListObject::Set(Box::new(Set {
+                family: NfFamily::INet,
+                table: table.clone(),
+                name: name.into(),
+                set_type: SetTypeValue::Single(set_type),
+                flags: Some(HashSet::from([SetFlag::Interval])),
+                // An empty element list is not valid JSON for nft: leave it out.
+                elem: (!elem.is_empty()).then(|| elem.into()),
+                ..Set::default()
+            }))
+        };
+        batch.add(interval_set(
+            BLOCKED_SET,
+            SetType::Ipv4Addr,
+            blocked.into_iter().map(prefix).collect(),
+        ));
+        batch.add(interval_set(
+            BLOCKED6_SET,
+            SetType::Ipv6Addr,
+            crate::special::blocked_v6()
+                .into_iter()
+                .map(|n| {
+                    Expression::Named(NamedExpression::Prefix(Prefix {
+                        addr: Box::new(s(&n.network().to_string())),
+                        len: u32::from(n.prefix_len()),
+                    }))
+                })
+                .collect(),
+        ));
+        // The instance's own subnet is never opened: sandboxes stay apart.
+        let opened: Vec<Ipv4Net> = self
+            .opened
+            .iter()
+            .filter(|n| !n.contains(&self.subnet.network()) && !self.subnet.contains(&n.network()))
+            .copied()
+            .collect();
+        batch.add(interval_set(
+            OPENED_SET,
+            SetType::Ipv4Addr,
+            Ipv4Net::aggregate(&opened)
+                .into_iter()
+                .map(prefix)
+                .collect(),
+        ));
     }
 
     fn add_chains(&self, batch: &mut Batch<'static>) {
@@ -355,6 +394,40 @@ impl Firewall {
         ));
         batch.add(self.rule("sandbox_to_host", vec![counter(), drop_()]));
 
+        // The host never opens a connection into a sandbox: the proxy and the
+        // runtime reach sandboxes from inside their namespaces, and warm
+        // sandboxes' envd has no token yet. TCP gets a reset at once (a local
+        // connect() fails with ECONNREFUSED), the rest is dropped. Replies
+        // (DNS answers) are not new.
+        batch.add(NfListObject::Chain(self.base_chain(
+            "output",
+            NfChainType::Filter,
+            NfHook::Output,
+            0,
+        )));
+        batch.add(self.rule(
+            "output",
+            vec![
+                is(meta(MetaKey::Oifname), ours()),
+                is(meta(MetaKey::L4proto), s("tcp")),
+                has(ct("state"), s("new")),
+                counter(),
+                Statement::Reject(Some(nftables::stmt::Reject::new(
+                    Some(nftables::stmt::RejectType::TCPReset),
+                    None,
+                ))),
+            ],
+        ));
+        batch.add(self.rule(
+            "output",
+            vec![
+                is(meta(MetaKey::Oifname), ours()),
+                has(ct("state"), s("new")),
+                counter(),
+                drop_(),
+            ],
+        ));
+
         batch.add(NfListObject::Chain(self.base_chain(
             "forward",
             NfChainType::Filter,
@@ -379,17 +452,36 @@ impl Firewall {
             ],
         ));
         // Sandboxes get no IPv6 route; this holds even if one adds its own.
+        // (The special-purpose set comes first for the day IPv6 egress lands.)
+        batch.add(self.rule(
+            "sandbox_out",
+            vec![
+                is(field("ip6", "daddr"), s(&format!("@{BLOCKED6_SET}"))),
+                counter(),
+                drop_(),
+            ],
+        ));
         batch.add(self.rule(
             "sandbox_out",
             vec![is(meta(MetaKey::Nfproto), s("ipv6")), counter(), drop_()],
         ));
-        batch.add(self.rule(
-            "sandbox_out",
-            vec![Statement::VerdictMap(VerdictMap {
+        let egress = || {
+            Statement::VerdictMap(VerdictMap {
                 key: meta(MetaKey::Iifname),
                 data: s(&format!("@{EGRESS_MAP}")),
-            })],
+            })
+        };
+        // An opened range: the sandbox's own rules decide (its allowOut
+        // accepts); without a verdict there, the blocked drop below holds.
+        batch.add(self.rule(
+            "sandbox_out",
+            vec![
+                is(field("ip", "daddr"), s(&format!("@{OPENED_SET}"))),
+                egress(),
+            ],
         ));
+        // Blocked ranges are dropped before a sandbox's own rules are looked
+        // at, so no allowOut can open them.
         batch.add(self.rule(
             "sandbox_out",
             vec![
@@ -398,6 +490,7 @@ impl Firewall {
                 drop_(),
             ],
         ));
+        batch.add(self.rule("sandbox_out", vec![egress()]));
         batch.add(self.rule("sandbox_out", vec![accept()]));
 
         // Into a sandbox only replies pass: no other sandbox, no outsider starts a connection.
@@ -539,6 +632,10 @@ mod tests {
             "sbt-*".into(),
             "10.201.0.0/24".parse().unwrap(),
             5353,
+            &Ranges {
+                open: vec!["10.77.0.0/16".parse().unwrap()],
+                public: vec!["203.0.113.80/32".parse().unwrap()],
+            },
         )
     }
 

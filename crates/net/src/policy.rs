@@ -24,11 +24,26 @@ impl CompiledPolicy {
     }
 }
 
-pub(crate) fn compile(policy: &EgressPolicy) -> Result<CompiledPolicy, NetError> {
+/// Checks and reduces a policy. `open` are the ranges the operator opened
+/// out of the always-blocked set; an `allowOut` entry wholly inside a range
+/// that stays blocked is refused, as it could never take effect.
+pub(crate) fn compile(
+    policy: &EgressPolicy,
+    ranges: &crate::nft::Ranges,
+) -> Result<CompiledPolicy, NetError> {
+    let open: Vec<Ipv4Net> = ranges.open.iter().chain(&ranges.public).copied().collect();
     let mut allow = Vec::new();
     for entry in &policy.allow_out {
         match parse_net(entry)? {
-            IpNet::V4(net) => allow.push(net),
+            IpNet::V4(net) => {
+                if let Some(why) = crate::special::blocked_entry_v4(net, &open) {
+                    return Err(NetError::Policy(format!(
+                        "allowOut entry {entry:?} lies in {} ({}, {}), which sandboxes never reach whatever their policy says; the operator can open a range with `sandbar serve --open-range`",
+                        why.block, why.name, why.source
+                    )));
+                }
+                allow.push(net)
+            }
             IpNet::V6(_) => {
                 return Err(NetError::Policy(format!(
                     "allowOut entry {entry:?}: sandboxes have no IPv6 egress"
@@ -112,6 +127,39 @@ impl DnsAccess {
 mod tests {
     use super::*;
 
+    fn compile_all(policy: &EgressPolicy) -> Result<CompiledPolicy, NetError> {
+        compile(policy, &Default::default())
+    }
+
+    fn opened(open: &[&str]) -> crate::nft::Ranges {
+        crate::nft::Ranges {
+            open: open.iter().map(|n| n.parse().unwrap()).collect(),
+            public: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn allow_out_cannot_name_a_blocked_range() {
+        for entry in [
+            "169.254.169.254",
+            "169.254.0.0/16",
+            "10.1.2.3",
+            "192.168.0.0/24",
+            "127.0.0.1",
+        ] {
+            let err = compile_all(&policy(&[entry], &[])).unwrap_err().to_string();
+            assert!(err.contains("never reach"), "{entry}: {err}");
+        }
+        // A range the operator opened may be named; what contains blocked
+        // ranges is accepted (the blocked parts stay blocked in the table).
+        assert!(compile(&policy(&["10.20.0.5"], &[]), &opened(&["10.20.0.0/16"])).is_ok());
+        assert!(compile_all(&policy(&["0.0.0.0/0"], &[])).is_ok());
+        assert!(
+            compile_all(&policy(&[], &["169.254.169.254"])).is_ok(),
+            "deny is fine"
+        );
+    }
+
     fn policy(allow: &[&str], deny: &[&str]) -> EgressPolicy {
         EgressPolicy {
             allow_internet: true,
@@ -122,20 +170,27 @@ mod tests {
 
     #[test]
     fn default_policy_needs_no_rules() {
-        assert!(compile(&EgressPolicy::default()).unwrap().is_default());
+        assert!(compile_all(&EgressPolicy::default()).unwrap().is_default());
         let offline = EgressPolicy {
             allow_internet: false,
             ..Default::default()
         };
-        assert!(!compile(&offline).unwrap().is_default());
+        assert!(!compile_all(&offline).unwrap().is_default());
     }
 
     #[test]
     fn parses_cidrs_and_addresses() {
-        let c = compile(&policy(&["10.1.2.3/8", "1.1.1.1"], &["0.0.0.0/0", "::/0"])).unwrap();
+        let c = compile_all(&policy(
+            &["151.101.2.3/16", "1.1.1.1"],
+            &["0.0.0.0/0", "::/0"],
+        ))
+        .unwrap();
         assert_eq!(
             c.allow,
-            vec!["1.1.1.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()]
+            vec![
+                "1.1.1.1/32".parse().unwrap(),
+                "151.101.0.0/16".parse().unwrap()
+            ]
         );
         assert_eq!(c.deny, vec!["0.0.0.0/0".parse::<Ipv4Net>().unwrap()]);
     }
@@ -143,15 +198,15 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_enforce() {
         assert!(matches!(
-            compile(&policy(&["*.example.com"], &[])),
+            compile_all(&policy(&["*.example.com"], &[])),
             Err(NetError::Policy(_))
         ));
         assert!(matches!(
-            compile(&policy(&["2001:db8::/32"], &[])),
+            compile_all(&policy(&["2001:db8::/32"], &[])),
             Err(NetError::Policy(_))
         ));
         assert!(matches!(
-            compile(&policy(&[], &["not an address!"])),
+            compile_all(&policy(&[], &["not an address!"])),
             Err(NetError::Policy(_))
         ));
     }

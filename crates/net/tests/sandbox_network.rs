@@ -7,6 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,7 +65,8 @@ async fn sandbox_reaches_neither_host_nor_sibling_nor_private_ranges() {
 
     let host = host_address();
     let registry = registry_addr();
-    let resolver = upstream_resolver();
+    let lan = TestHost::start().await;
+    let lan_sock = lan.sock();
     let (a_gw, b_gw) = (a.gateway, b.gateway);
     let dropped_before = dropped_in(&footprint.table, "sandbox_out")
         + dropped_in(&footprint.table, "sandbox_to_host");
@@ -78,11 +80,7 @@ async fn sandbox_reaches_neither_host_nor_sibling_nor_private_ranges() {
             ("A's gateway", (a_gw, host_port).into()),
             ("B's gateway", (b_gw, host_port).into()),
             ("B's address", (b_addr, b_port).into()),
-            (
-                "cloud metadata",
-                (Ipv4Addr::new(169, 254, 169, 254), 80).into(),
-            ),
-            ("the host's private upstream resolver", resolver),
+            ("a host on a private network (our test host)", lan_sock),
         ];
         let blocked: Vec<(String, bool)> = targets
             .into_iter()
@@ -101,6 +99,39 @@ async fn sandbox_reaches_neither_host_nor_sibling_nor_private_ranges() {
         accepted.load(Ordering::SeqCst),
         0,
         "the host service accepted a sandbox connection"
+    );
+    assert_eq!(
+        lan.accepted.load(Ordering::SeqCst),
+        1,
+        "the private test host accepted a sandbox connection (1 is the host's own check)"
+    );
+    // Addresses no test may send a packet to are checked in the table:
+    // the special-purpose blocks (IANA registries) and cloud metadata.
+    for addr in [
+        "169.254.169.254",
+        "168.63.129.16",
+        "100.100.100.200",
+        "198.18.0.1",
+        "192.0.0.1",
+        "192.0.2.1",
+        "10.0.0.1",
+        "224.0.0.251",
+        "255.255.255.255",
+    ] {
+        assert!(
+            set_holds(&footprint.table, "blocked4", addr),
+            "{addr} is not in the blocked set"
+        );
+    }
+    for addr in ["fd00:ec2::254", "fe80::1", "::1", "ff02::1"] {
+        assert!(
+            set_holds(&footprint.table, "blocked6", addr),
+            "{addr} is not in the IPv6 blocked set"
+        );
+    }
+    assert!(
+        !set_holds(&footprint.table, "blocked4", "192.0.0.9"),
+        "PCP anycast is global"
     );
     let dropped_after = dropped_in(&footprint.table, "sandbox_out")
         + dropped_in(&footprint.table, "sandbox_to_host");
@@ -276,34 +307,40 @@ async fn no_internet_means_nothing_leaves_dns_included_and_can_change_live() {
 async fn allow_out_beats_deny_out_which_beats_the_default() {
     let (net, _config, mut footprint) = start(0).await;
     let registry = registry_addr();
-    let resolver = upstream_resolver();
     let registry_ip = registry.ip().to_string();
-    let resolver_ip = resolver.ip().to_string();
+    let lan = TestHost::start().await;
+    let lan_ip = lan.addr.to_string();
 
     let sandbox = net
         .acquire(&policy(true, &[], &[&registry_ip]))
         .await
         .unwrap();
-    let reach = move || {
-        (
-            connect(registry).is_ok(),
-            resolve_udp(resolver, "pypi.org.").is_ok(),
-        )
-    };
+    let lan_sock = lan.sock();
+    let reach = move || (connect(registry).is_ok(), connect(lan_sock).is_ok());
     assert_eq!(
         in_ns(&sandbox.netns_path, reach).await,
         (false, false),
-        "denied IP or private resolver reached"
+        "denied IP or private host reached"
     );
 
-    // Allow wins over deny; the private resolver opens only when allowed.
-    net.set_policy(
-        &sandbox,
-        &policy(true, &[&registry_ip, &resolver_ip], &["0.0.0.0/0"]),
-    )
-    .await
-    .unwrap();
-    assert_eq!(in_ns(&sandbox.netns_path, reach).await, (true, true));
+    // Allow wins over deny.
+    net.set_policy(&sandbox, &policy(true, &[&registry_ip], &["0.0.0.0/0"]))
+        .await
+        .unwrap();
+    assert_eq!(in_ns(&sandbox.netns_path, reach).await, (true, false));
+
+    // A blocked range cannot be allowed: refused at once, with the reason,
+    // and a policy that contains blocked ranges leaves them blocked.
+    for entry in [lan_ip.as_str(), "169.254.169.254/32", "10.0.0.0/8"] {
+        match net.set_policy(&sandbox, &policy(true, &[entry], &[])).await {
+            Err(NetError::Policy(why)) => assert!(why.contains("never reach"), "{why}"),
+            other => panic!("allowOut {entry} was accepted: {other:?}"),
+        }
+    }
+    net.set_policy(&sandbox, &policy(true, &["0.0.0.0/0"], &[]))
+        .await
+        .unwrap();
+    assert_eq!(in_ns(&sandbox.netns_path, reach).await, (true, false));
 
     // Deny-all with nothing allowed: nothing goes.
     net.set_policy(&sandbox, &policy(true, &[], &["0.0.0.0/0"]))
@@ -311,11 +348,16 @@ async fn allow_out_beats_deny_out_which_beats_the_default() {
         .unwrap();
     assert_eq!(in_ns(&sandbox.netns_path, reach).await, (false, false));
 
-    // Back to the default: internet yes, private resolver no.
+    // Back to the default: internet yes, private host no.
     net.set_policy(&sandbox, &EgressPolicy::default())
         .await
         .unwrap();
     assert_eq!(in_ns(&sandbox.netns_path, reach).await, (true, false));
+    assert_eq!(
+        lan.accepted.load(Ordering::SeqCst),
+        1,
+        "only the host's own check"
+    );
 
     // What cannot be enforced is refused, not ignored.
     assert!(matches!(
@@ -324,6 +366,151 @@ async fn allow_out_beats_deny_out_which_beats_the_default() {
     ));
 
     net.release(sandbox).await.unwrap();
+    net.shutdown().await.unwrap();
+    footprint.assert_gone();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_opened_range_is_reached_only_by_sandboxes_that_allow_it() {
+    init();
+    let lan = TestHost::start().await;
+    let mut config = unique_config(0);
+    // The operator opens the test host's range, and (in vain) this
+    // instance's own subnet: sandboxes never reach each other.
+    config.open_ranges = vec![lan.net, config.subnet];
+    let net = Network::new(config.clone()).await.unwrap();
+    let mut footprint = Footprint::of(&net, &config);
+    let lan_ip = lan.addr.to_string();
+    let plain = net.acquire(&EgressPolicy::default()).await.unwrap();
+    let allowed = net.acquire(&policy(true, &[&lan_ip], &[])).await.unwrap();
+    let lan_sock = lan.sock();
+    let (allowed_addr, plain_addr) = (allowed.addr, plain.addr);
+    let server = in_ns(&plain.netns_path, || {
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || for _ in l.incoming() {});
+        port
+    })
+    .await;
+
+    assert!(
+        in_ns(&plain.netns_path, move || connect(lan_sock).is_err()).await,
+        "a sandbox that does not allow the opened range reached it"
+    );
+    assert!(
+        in_ns(&allowed.netns_path, move || connect(lan_sock).is_ok()).await,
+        "a sandbox that allows the opened range cannot reach it"
+    );
+    // The subnet stays closed even to an explicit allow.
+    let sibling = plain_addr.to_string();
+    match net
+        .set_policy(&allowed, &policy(true, &[&lan_ip, &sibling], &[]))
+        .await
+    {
+        Err(NetError::Policy(why)) => assert!(why.contains("never reach"), "{why}"),
+        other => panic!("allowOut of a sibling was accepted: {other:?}"),
+    }
+    assert!(
+        in_ns(&allowed.netns_path, move || connect(
+            (plain_addr, server).into()
+        )
+        .is_err())
+        .await,
+        "a sandbox reached its sibling"
+    );
+    let _ = allowed_addr;
+
+    net.release(plain).await.unwrap();
+    net.release(allowed).await.unwrap();
+    net.shutdown().await.unwrap();
+    footprint.assert_gone();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_never_opens_a_connection_into_a_sandbox() {
+    let (net, _config, mut footprint) = start(0).await;
+    let sandbox = net.acquire(&EgressPolicy::default()).await.unwrap();
+    let port = in_ns(&sandbox.netns_path, || {
+        let l = TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || for _ in l.incoming() {});
+        port
+    })
+    .await;
+    let target: SocketAddr = (sandbox.addr, port).into();
+    let addr = sandbox.addr;
+    assert!(
+        in_ns(&sandbox.netns_path, move || connect(target).is_ok()).await,
+        "the service answers inside"
+    );
+
+    // Root on the host: the table's `output` rule answers the SYN with a
+    // reset at once (ECONNREFUSED; a timeout would mean some other rule, or
+    // nothing at all, closed it).
+    let started = std::time::Instant::now();
+    let err = connect(target).expect_err("host root connected into a sandbox");
+    assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED), "{err}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    // Any other host user likewise.
+    let out = std::process::Command::new("bash")
+        .args(["-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "nobody connected into a sandbox");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Connection refused"), "{stderr}");
+    assert!(
+        dropped_in(&footprint.table, "output") >= 2,
+        "the output rule did it"
+    );
+
+    net.release(sandbox).await.unwrap();
+    net.shutdown().await.unwrap();
+    footprint.assert_gone();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_sandbox_cannot_take_the_resolver_from_the_others() {
+    init();
+    let answer = Ipv4Addr::new(192, 0, 2, 78);
+    let mut config = unique_config(0);
+    config.dns_upstream = vec![fake_upstream(answer)];
+    let net = Network::new(config.clone()).await.unwrap();
+    let mut footprint = Footprint::of(&net, &config);
+    let hog = net.acquire(&EgressPolicy::default()).await.unwrap();
+    let other = net.acquire(&EgressPolicy::default()).await.unwrap();
+
+    // The hog opens many TCP sessions to its resolver and sends nothing.
+    let gw = hog.gateway;
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let held = in_ns(&hog.netns_path, move || {
+        std::thread::spawn(move || {
+            let conns: Vec<_> = (0..300).filter_map(|_| connect(dns(gw)).ok()).collect();
+            let n = conns.len();
+            let _ = rx.recv();
+            drop(conns);
+            n
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gw = other.gateway;
+    let (udp, tcp) = in_ns(&other.netns_path, move || {
+        (
+            resolve_udp(dns(gw), "example.test."),
+            resolve_tcp(dns(gw), "example.test."),
+        )
+    })
+    .await;
+    assert_eq!(udp.unwrap(), vec![answer], "UDP DNS for another sandbox");
+    assert_eq!(tcp.unwrap(), vec![answer], "TCP DNS for another sandbox");
+    tx.send(()).unwrap();
+    assert!(held.join().unwrap() > 0);
+
+    net.release(hog).await.unwrap();
+    net.release(other).await.unwrap();
     net.shutdown().await.unwrap();
     footprint.assert_gone();
 }

@@ -97,6 +97,8 @@ async fn main() -> anyhow::Result<()> {
                 state_dir: data.path().join("net"),
                 pool_size: 64,
                 dns_upstream: Vec::new(),
+                open_ranges: Vec::new(),
+                public_ranges: Vec::new(),
             })
             .await?,
         )

@@ -19,6 +19,8 @@ async fn main() -> anyhow::Result<()> {
             state_dir: state_dir.into(),
             pool_size: 0,
             dns_upstream: Vec::new(),
+            open_ranges: Vec::new(),
+            public_ranges: Vec::new(),
         };
         sandbar_net::Network::remove_instance(&config).await?;
         println!("{instance}: network removed");

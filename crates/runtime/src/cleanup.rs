@@ -58,10 +58,15 @@ pub(crate) fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
             }
         }
     }
-    match std::fs::remove_file(dir.join("envd.log")) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+    for log in [
+        crate::sandbox_log::LOG_FILE,
+        crate::sandbox_log::ROTATED_FILE,
+    ] {
+        match std::fs::remove_file(dir.join(log)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
     }
     match std::fs::remove_dir(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(std::io::Error::new(

@@ -62,7 +62,7 @@ pub struct InitSpec {
     pub id: String,
     /// Template root filesystem: the overlay's read-only lower layer.
     pub lower: PathBuf,
-    /// Per-sandbox dir: `root/` (overlay), `rw/` (tmpfs), `envd.log`.
+    /// Per-sandbox dir: `root/` (overlay), `rw/` (tmpfs).
     pub dir: PathBuf,
     pub uid_base: u32,
     pub disk_mb: u64,
@@ -83,6 +83,17 @@ pub struct InitSpec {
     /// anything else (see [`crate::cgroup::Cgroup::join_files`]).
     pub cgroup_join: Vec<PathBuf>,
     pub seccomp: bool,
+    /// The helper's descriptor holding the write end of the runtime's log
+    /// pipe ([`LOG_FD`]): envd's stdout and stderr.
+    #[serde(default = "default_log_fd")]
+    pub log_fd: i32,
+}
+
+/// Where the runtime puts the write end of envd's log pipe in the helper.
+pub const LOG_FD: i32 = 4;
+
+fn default_log_fd() -> i32 {
+    LOG_FD
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +161,10 @@ fn run() -> Result<(), InitError> {
         std::fs::write(file, "0").step(|| format!("join cgroup {}", file.display()))?;
     }
     join_network(&spec)?;
+    let netns_inode = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata("/proc/self/ns/net").step(|| "stat the network namespace".into())?,
+    );
+    let owner = crate::privileges::namespace_owner(netns_inode);
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP)
         .step(|| "unshare mount/pid/cgroup namespaces".into())?;
     mount(
@@ -163,11 +178,6 @@ fn run() -> Result<(), InitError> {
 
     let root = spec.dir.join("root");
     let targets = mount_root(&spec, &root)?;
-    let log = sys::open_path(
-        &spec.dir.join("envd.log"),
-        libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_NOFOLLOW,
-    )
-    .step(|| "open envd.log".into())?;
     let filters = if spec.seccomp {
         crate::seccomp::filters().map_err(|e| other("seccomp", e.to_string()))?
     } else {
@@ -192,9 +202,9 @@ fn run() -> Result<(), InitError> {
         let mut report = std::fs::File::from(to_parent_w);
         let err = child(
             &spec,
+            owner,
             &root,
             &targets,
-            &log,
             &filters,
             to_child_r,
             &mut report,
@@ -320,17 +330,23 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
         std::fs::Permissions::from_mode(std::os::unix::fs::MetadataExt::mode(&lower_meta) & 0o7777),
     )
     .step(|| "chmod upper".into())?;
-    for p in [&spec.lower, &upper, &work] {
-        let s = p.to_string_lossy();
-        if s.contains(',') || s.contains(':') {
-            return Err(other("overlay", format!("path {s} contains ',' or ':'")));
-        }
-    }
+    // The layers are named by descriptor: overlayfs shows its options in
+    // the sandbox's /proc/self/mountinfo as given, and a host path there
+    // would tell root inside where the host keeps things.
+    let layer = |p: &Path| -> Result<String, InitError> {
+        let fd = sys::open_path(p, libc::O_PATH | libc::O_DIRECTORY)
+            .step(|| format!("open layer {}", p.display()))?;
+        let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        // Open until the mount is made; the helper is short-lived and the
+        // descriptor closes at envd's exec.
+        std::mem::forget(fd);
+        Ok(path)
+    };
     let opts = format!(
         "lowerdir={},upperdir={},workdir={},volatile",
-        spec.lower.display(),
-        upper.display(),
-        work.display()
+        layer(&spec.lower)?,
+        layer(&upper)?,
+        layer(&work)?
     );
     mnt("overlay", root, "overlay", MsFlags::empty(), Some(&opts))?;
 
@@ -543,14 +559,14 @@ fn write_id_maps(host_proc: &OwnedFd, pid: i32, base: u32) -> Result<(), InitErr
 /// The sandbox's PID 1 until it execs envd. Returns only on failure.
 fn child(
     spec: &InitSpec,
+    owner: u32,
     root: &Path,
     targets: &ChildTargets,
-    log: &OwnedFd,
     filters: &[seccompiler::BpfProgram],
     from_parent: OwnedFd,
     report: &mut std::fs::File,
 ) -> InitError {
-    match child_steps(spec, root, targets, log, filters, from_parent, report) {
+    match child_steps(spec, owner, root, targets, filters, from_parent, report) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -560,9 +576,9 @@ enum Never {}
 
 fn child_steps(
     spec: &InitSpec,
+    owner: u32,
     root: &Path,
     targets: &ChildTargets,
-    log: &OwnedFd,
     filters: &[seccompiler::BpfProgram],
     from_parent: OwnedFd,
     report: &mut std::fs::File,
@@ -584,7 +600,10 @@ fn child_steps(
     umount2(".", MntFlags::MNT_DETACH).step(|| "detach the host's mounts".into())?;
     nix::unistd::chdir("/").step(|| "chdir /".into())?;
 
+    become_owner(owner)?;
     unshare(CloneFlags::CLONE_NEWUSER).step(|| "unshare user namespace".into())?;
+    // SAFETY: plain prctl; keep-caps ends here (exec clears it anyway).
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
     report
         .write_all(b"U")
         .step(|| "report user namespace".into())?;
@@ -604,13 +623,14 @@ fn child_steps(
         .step(|| "unshare uts/ipc namespaces".into())?;
     nix::unistd::sethostname(&spec.hostname).step(|| "sethostname".into())?;
 
-    // stdio: nothing in, envd's output to the host-side log; fd 3: ready.
+    // stdio: nothing in, envd's output to the runtime's log pipe (a pipe,
+    // never a host file: see `sandbox_log`); fd 3: ready.
     sys::dup2(1, 3).step(|| "ready fd".into())?;
     let null =
         sys::open_path(Path::new("/dev/null"), libc::O_RDONLY).step(|| "open /dev/null".into())?;
     sys::dup2(null.as_raw_fd(), 0).step(|| "stdin".into())?;
-    sys::dup2(log.as_raw_fd(), 1).step(|| "stdout".into())?;
-    sys::dup2(log.as_raw_fd(), 2).step(|| "stderr".into())?;
+    sys::dup2(spec.log_fd, 1).step(|| "stdout".into())?;
+    sys::dup2(spec.log_fd, 2).step(|| "stderr".into())?;
     // Everything else closes at exec (the report pipe too, which tells the helper the exec happened).
     // SAFETY: plain syscall on a descriptor range.
     if unsafe { libc::close_range(4, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) } != 0 {
@@ -642,12 +662,42 @@ fn child_steps(
     .iter()
     .map(|a| CString::new(*a).expect("no NUL"))
     .collect();
+    crate::privileges::limit_to_sandbox_caps()
+        .map_err(|e| other("drop capabilities", e.to_string()))?;
     crate::seccomp::install(filters).map_err(|e| other("seccomp", e.to_string()))?;
     let e = nix::unistd::execve(&prog, &args, &env).unwrap_err();
     Err(InitError {
         step: format!("exec {ENVD_PATH}"),
         source: e.into(),
     })
+}
+
+/// Takes on the host uid that will own the sandbox's user namespace (see
+/// [`crate::privileges::namespace_owner`]) while keeping this process's
+/// capabilities: the namespace's owner is the creator's effective uid, and
+/// a creator without capabilities would be an unprivileged one (which some
+/// distributions confine).
+fn become_owner(owner: u32) -> Result<(), InitError> {
+    use caps::CapSet;
+    // SAFETY: plain prctl.
+    if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
+        return Err(InitError {
+            step: "keep capabilities".into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(owner),
+        nix::unistd::Gid::from_raw(owner),
+    );
+    nix::unistd::setgroups(&[]).step(|| "drop supplementary groups".into())?;
+    nix::unistd::setresgid(gid, gid, gid).step(|| "become the namespace's owner (gid)".into())?;
+    nix::unistd::setresuid(uid, uid, uid).step(|| "become the namespace's owner (uid)".into())?;
+    // The uid change emptied the effective set; the permitted one was kept.
+    let permitted = caps::read(None, CapSet::Permitted)
+        .map_err(|e| other("read capabilities", e.to_string()))?;
+    caps::set(None, CapSet::Effective, &permitted)
+        .map_err(|e| other("raise capabilities", e.to_string()))
 }
 
 /// The helper's first line on stdout: `pid <n>`.

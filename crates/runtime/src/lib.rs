@@ -6,12 +6,15 @@
 //! Owns: templates on disk and sandbox processes, mounts and cgroups. Must not
 //! touch: HTTP, the database, TLS. Network objects come from `sandbar-net`.
 
+mod binaries;
 pub mod cgroup;
 mod cleanup;
 mod dial;
 pub mod init;
 mod pid1;
+pub mod privileges;
 mod runtime;
+mod sandbox_log;
 pub mod seccomp;
 mod sys;
 pub mod templates;

@@ -83,6 +83,9 @@ struct Sandbox {
     cgroup: Cgroup,
     dir: PathBuf,
     cpu_sample: Mutex<(Instant, u64)>,
+    /// Copies envd's output into the sandbox's log; ends once every process
+    /// of the sandbox is gone.
+    log: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 enum Slot {
@@ -92,6 +95,11 @@ enum Slot {
 
 /// The node runtime.
 pub struct Runtime {
+    /// Held for the runtime's life: no other process manages this
+    /// instance's cgroups and sandbox directories.
+    _claim: sandbar_net::InstanceClaim,
+    /// envd and sandbar-interpreter as sandboxes see them; gone at shutdown.
+    binaries: Mutex<Option<Arc<crate::binaries::Binaries>>>,
     config: RuntimeConfig,
     options: RuntimeOptions,
     net: NetMode,
@@ -110,6 +118,7 @@ struct Partial {
     cgroup: Option<Cgroup>,
     net: Option<SandboxNet>,
     pid1: Option<Pid1>,
+    log: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -141,6 +150,8 @@ impl Runtime {
                 config.instance
             )));
         }
+        // Before cleaning up: the leftovers must not be a live server's.
+        let claim = sandbar_net::InstanceClaim::acquire(&config.instance)?;
         let helper = match &options.helper_exe {
             Some(p) => p.clone(),
             None => std::env::current_exe().map_err(io("find the running executable"))?,
@@ -169,6 +180,11 @@ impl Runtime {
         })
         .await
         .map_err(|e| RuntimeError::Start(format!("startup cleanup panicked: {e}")))?;
+        let binaries = crate::binaries::Binaries::install(
+            &config.instance,
+            &config.envd_bin,
+            config.interpreter_bin.as_deref().filter(|p| p.is_file()),
+        )?;
         if left.cgroups + left.mounts + left.dirs > 0 {
             tracing::info!(
                 cgroups = left.cgroups,
@@ -182,6 +198,8 @@ impl Runtime {
             None => NetMode::Private,
         };
         let runtime = Arc::new_cyclic(|this| Self {
+            _claim: claim,
+            binaries: Mutex::new(Some(Arc::new(binaries))),
             config,
             options,
             net,
@@ -255,10 +273,22 @@ impl Runtime {
                 spec.template, template.meta.uid_base, self.config.uid_base
             )));
         }
-        let interpreter_bin = self.interpreter_for(&spec.template, &template)?;
+        let binaries = self
+            .binaries
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| RuntimeError::Start("the runtime is shutting down".into()))?;
+        let interpreter_bin = self.interpreter_for(&spec.template, &template, &binaries)?;
         let mut partial = Partial::default();
         let made = self
-            .launch(spec, &template, interpreter_bin, &mut partial)
+            .launch(
+                spec,
+                &template,
+                &binaries.envd,
+                interpreter_bin,
+                &mut partial,
+            )
             .await;
         if made.is_err() {
             self.undo(partial).await;
@@ -273,12 +303,13 @@ impl Runtime {
         &self,
         name: &str,
         template: &Template,
+        binaries: &crate::binaries::Binaries,
     ) -> Result<Option<PathBuf>, RuntimeError> {
         if !template.meta.runs_interpreter() {
             return Ok(None);
         }
         match &self.config.interpreter_bin {
-            Some(bin) if bin.is_file() => Ok(Some(bin.clone())),
+            Some(_) if binaries.interpreter.is_some() => Ok(binaries.interpreter.clone()),
             Some(bin) => Err(RuntimeError::Start(format!(
                 "template '{name}' runs sandbar-interpreter, but its binary {} is missing on this node",
                 bin.display()
@@ -293,6 +324,7 @@ impl Runtime {
         &self,
         spec: &SandboxSpec,
         template: &Template,
+        envd_bin: &Path,
         interpreter_bin: Option<PathBuf>,
         partial: &mut Partial,
     ) -> Result<Sandbox, RuntimeError> {
@@ -328,28 +360,49 @@ impl Runtime {
             netns: net.as_ref().map(|n| n.netns_path.clone()),
             resolver: net.as_ref().map(|n| n.gateway),
             hostname: self.options.hostname.clone(),
-            envd_bin: self.config.envd_bin.clone(),
+            envd_bin: envd_bin.to_path_buf(),
             interpreter_bin,
             envd_port: ENVD_PORT,
             init_json: init_json.to_string(),
             cgroup_join: cgroup.join_files(),
             seccomp: self.options.seccomp,
+            log_fd: crate::init::LOG_FD,
         };
         let t_prepared = Instant::now();
         let input = serde_json::to_vec(&init)
             .map_err(|e| RuntimeError::Start(format!("encode the helper spec: {e}")))?;
 
-        let mut helper = tokio::process::Command::new(&self.helper)
+        let (log_read, log_write) =
+            crate::sandbox_log::pipe().map_err(io("make envd's log pipe"))?;
+        partial.log = Some(
+            crate::sandbox_log::spawn(log_read, dir.clone()).map_err(io("read envd's log pipe"))?,
+        );
+        let log_write_fd = std::os::fd::AsRawFd::as_raw_fd(&log_write);
+        let mut command = tokio::process::Command::new(&self.helper);
+        command
             .arg(INIT_ARG)
             .env_clear()
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(io(format!(
-                "run the sandbox helper {}",
-                self.helper.display()
-            )))?;
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: dup2 is async-signal-safe; it runs in the forked child
+        // before exec, and clears CLOEXEC on the copy it makes.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::dup2(log_write_fd, crate::init::LOG_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = command.spawn();
+        // The helper (and envd after it) hold the write end now; ours would
+        // keep the log reader from ever seeing the end.
+        drop(log_write);
+        let mut helper = spawned.map_err(io(format!(
+            "run the sandbox helper {}",
+            self.helper.display()
+        )))?;
         let mut stdin = helper.stdin.take().expect("piped");
         let mut stdout = BufReader::new(helper.stdout.take().expect("piped"));
         let mut stderr = helper.stderr.take().expect("piped");
@@ -412,7 +465,7 @@ impl Runtime {
                 let msg = if msg.trim().is_empty() {
                     format!(
                         "envd exited before it was ready; its log: {}",
-                        log_tail(&dir)
+                        crate::sandbox_log::tail(&dir, 10)
                     )
                 } else {
                     msg.trim().to_string()
@@ -423,7 +476,7 @@ impl Runtime {
                 return Err(RuntimeError::Start(format!(
                     "envd was not ready within {:?}; its log: {}",
                     self.options.create_timeout,
-                    log_tail(&dir)
+                    crate::sandbox_log::tail(&dir, 10)
                 )));
             }
         }
@@ -449,6 +502,7 @@ impl Runtime {
         );
         let cpu_ns = cgroup.usage().map(|u| u.cpu_ns).unwrap_or(0);
         let pid1 = partial.pid1.take().expect("set above");
+        let log = partial.log.take();
         partial.dir = None;
         partial.cgroup = None;
         partial.net = None;
@@ -469,6 +523,7 @@ impl Runtime {
             cgroup,
             dir,
             cpu_sample: Mutex::new((Instant::now(), cpu_ns)),
+            log: Mutex::new(log),
         })
     }
 
@@ -479,14 +534,38 @@ impl Runtime {
                 tracing::warn!(pid = pid1.pid, "a failed sandbox's init did not exit");
             }
         }
-        self.release(partial.cgroup, partial.dir, partial.net).await;
+        self.release(partial.cgroup, partial.log, partial.dir, partial.net)
+            .await;
     }
 
-    /// Frees a sandbox's cgroup, directory and network, in that order.
-    async fn release(&self, cgroup: Option<Cgroup>, dir: Option<PathBuf>, net: Option<SandboxNet>) {
-        let cleaned = tokio::task::spawn_blocking(move || {
-            if let Some(cg) = cgroup {
+    /// Frees a sandbox's cgroup, log, directory and network, in that order.
+    async fn release(
+        &self,
+        cgroup: Option<Cgroup>,
+        log: Option<tokio::task::JoinHandle<()>>,
+        dir: Option<PathBuf>,
+        net: Option<SandboxNet>,
+    ) {
+        let killed = tokio::task::spawn_blocking(move || {
+            if let Some(cg) = &cgroup {
                 cg.kill_all(Duration::from_secs(5));
+            }
+            cgroup
+        })
+        .await;
+        // With every process dead the log pipe has no writer left: its
+        // reader finishes (and writes no more into the directory).
+        if let Some(mut log) = log {
+            if tokio::time::timeout(Duration::from_secs(5), &mut log)
+                .await
+                .is_err()
+            {
+                tracing::warn!("envd's log pipe stayed open after its sandbox died");
+                log.abort();
+            }
+        }
+        let cleaned = tokio::task::spawn_blocking(move || {
+            if let Ok(Some(cg)) = killed {
                 if let Err(e) = cg.remove() {
                     tracing::warn!(error = %e, "sandbox cgroup not removed");
                 }
@@ -537,8 +616,10 @@ impl Runtime {
         if !sandbox.pid1.kill_and_wait(Duration::from_secs(10)).await {
             tracing::warn!(id = %sandbox.info.id, "sandbox init did not exit after SIGKILL");
         }
+        let log = sandbox.log.lock().unwrap().take();
         self.release(
             Some(sandbox.cgroup.clone()),
+            log,
             Some(sandbox.dir.clone()),
             sandbox.net.clone(),
         )
@@ -673,6 +754,7 @@ impl Runtime {
                 .collect()
         };
         futures::future::join_all(all.into_iter().chain(warm).map(|s| self.teardown(s))).await;
+        self.binaries.lock().unwrap().take();
         // Whatever a teardown could not remove (a cgroup still busy) goes now.
         let (cgroups, instance) = (self.cgroups.clone(), self.config.instance.clone());
         let left = tokio::task::spawn_blocking(move || cgroups.remove_instance(&instance))
@@ -715,23 +797,6 @@ fn valid_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn log_tail(dir: &Path) -> String {
-    let text = std::fs::read_to_string(dir.join("envd.log")).unwrap_or_default();
-    let tail: Vec<&str> = text
-        .lines()
-        .rev()
-        .take(10)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    if tail.is_empty() {
-        "(empty)".into()
-    } else {
-        tail.join("\n")
-    }
 }
 
 impl Catalog for Runtime {

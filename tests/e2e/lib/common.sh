@@ -49,3 +49,16 @@ run_suites() {
   fi
   echo "all suites passed"
 }
+
+# The package registries' IPv4 addresses as /32s, comma-separated: where
+# this network reaches the internet through special-purpose addresses (as
+# here), a test server passes them as --public-range so that its sandboxes
+# reach the registries, the suite's "internet". Harmless where they are
+# public anyway.
+registry_public_ranges() {
+  local name out=()
+  for name in pypi.org files.pythonhosted.org registry.npmjs.org deb.debian.org; do
+    while read -r ip _; do out+=("$ip/32"); done < <(getent ahostsv4 "$name" | awk '$2 == "STREAM"')
+  done
+  printf '%s\n' "${out[@]}" | sort -u | paste -sd, -
+}

@@ -33,28 +33,15 @@ pub fn init() {
         .try_init();
 }
 
-/// A config no other test (or server) shares: random instance, random
-/// 10.2xx.y.0/24, private state dir.
+/// A config no other test (or server) shares: random instance, a free
+/// /24, its own state dir.
 pub fn unique_config(pool_size: usize) -> NetConfig {
-    let mut rng = rand::rng();
-    let instance: String = std::iter::once('t')
-        .chain((0..5).map(|_| {
-            let c = rng.random_range(0..36u8);
-            char::from(if c < 10 { b'0' + c } else { b'a' + c - 10 })
-        }))
-        .collect();
-    let subnet = format!(
-        "10.{}.{}.0/24",
-        rng.random_range(200..=255u8),
-        rng.random_range(0..=255u8)
-    );
-    NetConfig {
-        state_dir: std::env::temp_dir().join(format!("sandbar-net-test-{instance}")),
-        instance,
-        subnet: subnet.parse().unwrap(),
-        pool_size,
-        dns_upstream: Vec::new(),
-    }
+    let mut config = NetConfig::unique('t', pool_size).expect("a free test subnet");
+    // Where this host reaches the registries through special-purpose
+    // addresses, they are this network's internet.
+    config.public_ranges =
+        sandbar_net::special::blocked_addresses_of(sandbar_net::special::WELL_KNOWN_NAMES);
+    config
 }
 
 /// What a test checks is gone after shutdown. A test that fails before
@@ -190,13 +177,6 @@ pub fn registry_addr() -> SocketAddr {
         .unwrap()
 }
 
-pub fn upstream_resolver() -> SocketAddr {
-    sandbar_net::system_resolvers()
-        .into_iter()
-        .find(SocketAddr::is_ipv4)
-        .unwrap()
-}
-
 fn a_query(name: &str) -> Vec<u8> {
     let mut query = Message::new();
     query.set_id(rand::rng().random());
@@ -324,4 +304,110 @@ pub fn fake_upstream(answer: Ipv4Addr) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A test host of our own on a private address: its own network namespace
+/// behind a veth pair whose host end routes a /30 of 172.16.0.0/12 to it,
+/// and a TCP service that counts connections. Traffic a test sends to a
+/// private range goes here, never to a network outside this machine.
+pub struct TestHost {
+    pub addr: Ipv4Addr,
+    pub net: ipnet::Ipv4Net,
+    pub port: u16,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    name: String,
+    veth: String,
+}
+
+impl TestHost {
+    pub async fn start() -> Self {
+        let mut rng = rand::rng();
+        let tag: String = (0..5)
+            .map(|_| char::from_digit(rng.random_range(0..36), 36).unwrap())
+            .collect();
+        // 172.31.x.y/30: one of 16384 blocks, random per test.
+        let base = u32::from(Ipv4Addr::new(172, 31, 0, 0)) + rng.random_range(0..16384u32) * 4;
+        let net = ipnet::Ipv4Net::new(Ipv4Addr::from(base), 30).unwrap();
+        let (gw, addr) = (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2));
+        let name = format!("sandbar-testhost-{tag}");
+        let veth = format!("sbth{tag}");
+        let ip = |args: &str| {
+            let out = std::process::Command::new("ip")
+                .args(args.split_whitespace())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "ip {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&format!("netns add {name}"));
+        ip(&format!(
+            "link add {veth} type veth peer name eth0 netns {name}"
+        ));
+        ip(&format!("addr add {gw}/30 dev {veth}"));
+        ip(&format!("link set {veth} up"));
+        ip(&format!("-n {name} addr add {addr}/30 dev eth0"));
+        ip(&format!("-n {name} link set eth0 up"));
+        ip(&format!("-n {name} link set lo up"));
+        ip(&format!("-n {name} route add default via {gw}"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let port = in_ns(&PathBuf::from(format!("/run/netns/{name}")), move || {
+            let listener = std::net::TcpListener::bind((addr, 0)).unwrap();
+            let port = listener.local_addr().unwrap().port();
+            std::thread::spawn(move || {
+                for conn in listener.incoming().flatten() {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    drop(conn);
+                }
+            });
+            port
+        })
+        .await;
+        // The host itself reaches it: a failure from a sandbox is the rules.
+        connect((addr, port).into()).expect("the host reaches its test host");
+        Self {
+            addr,
+            net,
+            port,
+            accepted,
+            name,
+            veth,
+        }
+    }
+
+    pub fn sock(&self) -> SocketAddr {
+        (self.addr, self.port).into()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Whether the instance's nftables set `set` holds `addr`.
+pub fn set_holds(table: &str, set: &str, addr: &str) -> bool {
+    std::process::Command::new("nft")
+        .args([
+            "get",
+            "element",
+            "inet",
+            table,
+            set,
+            &format!("{{ {addr} }}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
 }

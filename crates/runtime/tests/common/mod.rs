@@ -69,28 +69,14 @@ impl Drop for TestRuntime {
     }
 }
 
-/// A node network no other test shares: random instance and /24.
+/// A node network no other test shares: random instance and a free /24.
 pub fn net_config() -> sandbar_net::NetConfig {
-    use rand::Rng;
-    let mut rng = rand::rng();
-    let instance: String = std::iter::once('r')
-        .chain((0..5).map(|_| {
-            let c = rng.random_range(0..36u8);
-            char::from(if c < 10 { b'0' + c } else { b'a' + c - 10 })
-        }))
-        .collect();
-    let subnet = format!(
-        "10.{}.{}.0/24",
-        rng.random_range(150..200u8),
-        rng.random_range(0..=255u8)
-    );
-    sandbar_net::NetConfig {
-        state_dir: std::env::temp_dir().join(format!("sandbar-rt-net-{instance}")),
-        instance,
-        subnet: subnet.parse().unwrap(),
-        pool_size: 4,
-        dns_upstream: Vec::new(),
-    }
+    let mut config = sandbar_net::NetConfig::unique('r', 4).expect("a free test subnet");
+    // Where this host reaches the registries through special-purpose
+    // addresses, they are this network's internet.
+    config.public_ranges =
+        sandbar_net::special::blocked_addresses_of(sandbar_net::special::WELL_KNOWN_NAMES);
+    config
 }
 
 /// A runtime on a real node network (internet through NAT, DNS forwarder).

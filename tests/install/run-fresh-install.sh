@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Proves the README's first command installs what a build and a server need,
+# on a brand-new Debian 12 root filesystem rather than on this machine (which
+# keeps whatever was ever installed by hand):
+#
+# 1. a bare Debian 12 (minbase) root filesystem, made with mmdebstrap once and
+#    cached as a tarball (keyed by its recipe), is unpacked into a scratch dir;
+# 2. scripts/install-deps.sh runs inside it (chroot, private mount and pid
+#    namespaces, so nothing it mounts or starts can outlive this script);
+#    downloaded packages are cached between runs;
+# 3. inside, the result must do what setup.sh's build and server need:
+#    protoc compiles the project's protos (with the well-known includes such
+#    as google/protobuf/timestamp.proto), cc links a program, pkg-config
+#    runs, every tool setup.sh and the server call is on PATH, and
+#    *.sandbar.localhost resolves to loopback.
+#
+#   tests/install/run-fresh-install.sh
+#   FRESH_INSTALL_DEPS=/path/to/install-deps.sh   check another package list
+#                                                 (the suite's own negative test)
+# Rust is the one precondition of the README (not installed here); the
+# build itself is what test.sh runs next.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+[[ $(id -u) -eq 0 ]] || { echo "run-fresh-install.sh must run as root" >&2; exit 2; }
+deps_script="${FRESH_INSTALL_DEPS:-$repo/scripts/install-deps.sh}"
+
+cache=/var/cache/sandbar-fresh-rootfs
+mirror="${FRESH_INSTALL_MIRROR:-http://deb.debian.org/debian}"
+recipe="mmdebstrap --variant=minbase bookworm $mirror"
+key="$(printf '%s' "$recipe" | sha256sum | cut -c1-16)"
+tarball="$cache/bookworm-minbase-$key.tar"
+mkdir -p "$cache/apt-archives/partial"
+
+started=$SECONDS
+if [[ ! -s "$tarball" ]]; then
+  echo "==> making a bare Debian 12 root filesystem (once; cached in $cache)"
+  command -v mmdebstrap >/dev/null || { echo "mmdebstrap is needed (apt-get install mmdebstrap)" >&2; exit 2; }
+  mmdebstrap --quiet --variant=minbase --mode=root --format=tar bookworm "$tarball.tmp" "$mirror"
+  mv "$tarball.tmp" "$tarball"
+fi
+
+root="$(mktemp -d /var/tmp/sandbar-fresh-root.XXXXXX)"
+cleanup() { rm -rf --one-file-system "$root"; }
+trap cleanup EXIT
+tar -xf "$tarball" -C "$root"
+echo "==> fresh root filesystem unpacked in $((SECONDS - started)) s"
+
+install -D -m 0755 "$deps_script" "$root/opt/sandbar/scripts/install-deps.sh"
+cp -r "$repo/crates/proto/proto" "$root/opt/sandbar/proto"
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+
+# Inside: a private mount namespace (the bind mounts and /proc vanish with
+# it) and a pid namespace (nothing apt starts survives it).
+unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
+  root="$1" archives="$2"
+  mount -t proc proc "$root/proc"
+  mount --rbind /dev "$root/dev"
+  mount --bind "$archives" "$root/var/cache/apt/archives"
+  exec chroot "$root" /bin/bash -euo pipefail -c "
+    export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive
+    # apt in a minbase chroot deletes downloaded packages unless told to keep them.
+    echo \"Binary::apt::APT::Keep-Downloaded-Packages \\\"true\\\";\" > /etc/apt/apt.conf.d/99keep
+    echo \"==> scripts/install-deps.sh in the fresh root filesystem\"
+    /opt/sandbar/scripts/install-deps.sh
+    echo \"==> what the build and the server need\"
+    failed=0
+    check() { local what=\"\$1\"; shift; if \"\$@\" >/tmp/out 2>&1; then echo \"ok - \$what\"; else echo \"not ok - \$what\"; sed \"s/^/    /\" /tmp/out; failed=1; fi; }
+    cd /opt/sandbar/proto
+    check \"protoc compiles the envd protos with the well-known includes\" \
+      protoc --include_imports -o /dev/null -I . process/process.proto filesystem/filesystem.proto
+    printf \"int main(void){return 0;}\\n\" > /tmp/t.c
+    check \"cc compiles and links (the linker cargo uses)\" cc -o /tmp/t /tmp/t.c
+    check \"pkg-config runs\" pkg-config --version
+    # setup.sh: install pgrep pkill seq curl sed nohup; the server and its
+    # templates: nft ip mmdebstrap tar unshare flock; doctor: unshare.
+    for tool in install pgrep pkill seq curl sed nohup nft ip mmdebstrap tar unshare flock; do
+      check \"\$tool is installed\" command -v \"\$tool\"
+    done
+    check \"*.sandbar.localhost resolves to loopback (nss-myhostname)\" \
+      sh -c \"getent hosts 3000-abc.sandbar.localhost | grep -Eq \\\"^(127\\\\.|::1)\\\"\"
+    exit \$failed
+  "
+' _ "$root" "$cache/apt-archives"
+echo "==> the fresh install works ($((SECONDS - started)) s)"
