@@ -1,6 +1,38 @@
 //! Per-sandbox cgroups: `sandbar-<instance>/<id>` under each v1 controller
 //! (cpu, cpuacct, memory, pids) or under the v2 unified tree, with the
 //! sandbox's CPU, memory and pids limits, and the readings metrics need.
+//!
+//! Where the tree lives on v2: `sandbar-<instance>` directly under the root
+//! of the cgroup2 mount, not under the cgroup the server itself runs in
+//! (`system.slice/sandbar.service`, a session scope, ...):
+//!
+//! - v2's "no internal processes" rule: a non-root cgroup can hand
+//!   controllers to its children (`cgroup.subtree_control`) only while it has
+//!   no process of its own. Nesting under the server's cgroup would mean
+//!   moving the server out of it first, into a cgroup systemd owns unless the
+//!   unit says `Delegate=yes` (scripts/setup.sh's does not; a server started
+//!   from a shell sits in a session scope, never delegated), and systemd
+//!   rewrites `cgroup.subtree_control` of the cgroups it owns on any reload.
+//!   The root is exempt from the rule, and systemd leaves cgroups it did not
+//!   make alone.
+//! - One fixed path whatever started the server, as on v1: a server
+//!   restarted after a crash finds its predecessor's sandboxes, and so do the
+//!   host-state checks.
+//! - The cost: systemd does not see sandboxes as the unit's (`systemctl stop`
+//!   kills only the server, which kills its sandboxes on SIGTERM; the next
+//!   start removes what a SIGKILLed one left), and the unit's own limits
+//!   (`MemoryMax=`) cover the control plane, not the sandboxes.
+//!
+//! systemd turns controllers at the root off when no unit of its own needs
+//! them (on Debian 12 `cpu` is off until sandbar turns it on); it cannot while
+//! `sandbar-<instance>` has them in its own `cgroup.subtree_control` (EBUSY),
+//! so they stay on for as long as the tree exists.
+//!
+//! In a cgroup namespace (a container on a v2 host, e.g. Docker's default
+//! `--cgroupns=private`) the mount's root is the container's own cgroup,
+//! which is not exempt: it holds the container's processes, the server among
+//! them. Those are moved into a leaf `init` first (what Docker-in-Docker and
+//! kind do), see [`delegate_v2`].
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -83,11 +115,21 @@ impl Hierarchy {
         };
         if let Self::V2(root) = self {
             let parent = root.join(format!("sandbar-{instance}"));
-            mkdir(&parent)?;
-            // Controllers must be delegated down to where the sandbox lives.
-            for dir in [root.as_path(), parent.as_path()] {
-                let f = dir.join("cgroup.subtree_control");
-                write(&f, "+cpu +memory +pids")?;
+            // Controllers must be delegated down to where the sandbox lives:
+            // in the root's and the parent's `cgroup.subtree_control`.
+            // systemd may turn one off at the root between the two writes
+            // (a reload while the parent does not have it yet): then the
+            // parent finds it unavailable, and the root is done again.
+            let mut attempt = 0;
+            loop {
+                delegate_v2(root, true)?;
+                mkdir(&parent)?;
+                match delegate_v2(&parent, false) {
+                    Err(e) if e.source.kind() == io::ErrorKind::Unsupported && attempt < 2 => {
+                        attempt += 1;
+                    }
+                    result => break result?,
+                }
             }
         }
         for dir in &cg.dirs {
@@ -134,6 +176,90 @@ impl Hierarchy {
         }
         removed
     }
+}
+
+/// What every sandbox cgroup needs on v2.
+const V2_CONTROLLERS: &[&str] = &["cpu", "memory", "pids"];
+
+/// Enables [`V2_CONTROLLERS`] for `dir`'s children, writing only those
+/// missing from its `cgroup.subtree_control` (most creates write nothing).
+/// `mount_root`: `dir` is the root of the cgroup2 mount.
+///
+/// Enabling fails with EBUSY in a non-root cgroup that has processes of its
+/// own. Of the cgroups sandbar writes to, only the mount's root can have any,
+/// and only when it is not the real root (which has no `cgroup.type`): the
+/// root of a cgroup namespace, i.e. a container's cgroup. Its processes
+/// (the server, maybe the container's init) are then moved into the leaf
+/// `init` below it, where they keep the container's limits, and the write is
+/// tried again. The real root is never touched that way.
+fn delegate_v2(dir: &Path, mount_root: bool) -> Result<(), CgroupError> {
+    let file = dir.join("cgroup.subtree_control");
+    let has = |text: &str, c: &str| text.split_whitespace().any(|w| w == c);
+    let enabled = read(&file)?;
+    let missing: Vec<&str> = V2_CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| !has(&enabled, c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let offered_file = dir.join("cgroup.controllers");
+    let offered = read(&offered_file)?;
+    if let Some(c) = missing.iter().find(|c| !has(&offered, c)) {
+        return Err(err(&offered_file)(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "controller {c} is not delegated here (available: '{}'); the cgroup above must enable it in its cgroup.subtree_control",
+                offered.trim()
+            ),
+        )));
+    }
+    let value = missing
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let busy = |e: &io::Error| e.raw_os_error() == Some(libc::EBUSY);
+    let mut result = std::fs::write(&file, &value);
+    if matches!(&result, Err(e) if busy(e)) && mount_root && dir.join("cgroup.type").exists() {
+        evacuate(dir)?;
+        result = std::fs::write(&file, &value);
+    }
+    result.map_err(|e| {
+        let hint = if busy(&e) {
+            ": it holds processes, and v2 enables controllers for child cgroups only in a cgroup without processes of its own"
+        } else {
+            ""
+        };
+        err(&file)(io::Error::new(e.kind(), format!("enabling {value}: {e}{hint}")))
+    })
+}
+
+/// Moves every process of the cgroup `dir` into its child `init`.
+fn evacuate(dir: &Path) -> Result<(), CgroupError> {
+    let leaf = dir.join("init");
+    mkdir(&leaf)?;
+    let target = leaf.join("cgroup.procs");
+    // A few rounds: a process may fork while the others are moved.
+    for _ in 0..5 {
+        let procs = read(&dir.join("cgroup.procs"))?;
+        if procs.trim().is_empty() {
+            break;
+        }
+        for pid in procs.split_whitespace() {
+            match std::fs::write(&target, pid) {
+                // ESRCH: it exited meanwhile.
+                Err(e) if e.raw_os_error() != Some(libc::ESRCH) => return Err(err(&target)(e)),
+                _ => {}
+            }
+        }
+    }
+    tracing::info!(
+        cgroup = %dir.display(),
+        "moved the processes of this cgroup namespace's root into init/, so that it can delegate controllers"
+    );
+    Ok(())
 }
 
 fn mkdir(dir: &Path) -> Result<(), CgroupError> {
@@ -383,5 +509,41 @@ impl Cgroup {
 
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_cgroup(enabled: &str, offered: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.subtree_control"), enabled).unwrap();
+        std::fs::write(dir.path().join("cgroup.controllers"), offered).unwrap();
+        dir
+    }
+
+    #[test]
+    fn v2_delegation_writes_only_the_missing_controllers() {
+        let dir = fake_cgroup("memory pids\n", "cpuset cpu io memory pids\n");
+        delegate_v2(dir.path(), false).unwrap();
+        let written = std::fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap();
+        assert_eq!(written, "+cpu");
+
+        let dir = fake_cgroup("cpu memory pids\n", "cpu memory pids\n");
+        delegate_v2(dir.path(), true).unwrap();
+        let left = std::fs::read_to_string(dir.path().join("cgroup.subtree_control")).unwrap();
+        assert_eq!(left, "cpu memory pids\n", "nothing to write");
+    }
+
+    #[test]
+    fn v2_delegation_names_a_controller_the_parent_withholds() {
+        let dir = fake_cgroup("", "memory pids\n");
+        let e = delegate_v2(dir.path(), false).unwrap_err();
+        assert_eq!(e.source.kind(), io::ErrorKind::Unsupported);
+        assert!(
+            e.to_string().contains("controller cpu is not delegated"),
+            "{e}"
+        );
     }
 }
