@@ -117,6 +117,18 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub public_ranges: Vec<Ipv4Net>,
+    /// A proxy or load balancer in front of sandbar (an address or CIDR)
+    /// whose `X-Forwarded-For` is believed; from any other client the
+    /// header is replaced with the client's address. Repeatable.
+    #[arg(long = "trusted-proxy", env = "SANDBAR_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A CIDR, or an address meaning just itself.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is neither a CIDR nor an IP address"))
 }
 
 fn parse_warm(s: &str) -> Result<(String, usize), String> {
@@ -381,7 +393,8 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
         }
     });
     let catalog: Arc<dyn Catalog> = runtime.clone();
-    let proxy = Proxy::new(&args.domain, catalog, Some(api_service(router)));
+    let proxy = Proxy::new(&args.domain, catalog, Some(api_service(router)))
+        .trusting(args.trusted_proxies.clone());
     let proxy_server = tokio::spawn({
         let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
         async move {

@@ -26,6 +26,7 @@ impl IntoResponse for ContextError {
         let status = match &self {
             ContextError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ContextError::NotFound(_) => StatusCode::NOT_FOUND,
+            ContextError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ContextError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -85,6 +86,15 @@ async fn execute(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ContextError> {
+    // Running code needs the sandbox's access token when it has one: envd
+    // is asked, as it alone knows the token (a warm sandbox gets it only at
+    // hand-over). The SDKs send it with /execute; their context calls carry
+    // none, and running no code, need none.
+    let token = headers
+        .get("x-access-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    crate::sandbox_env::authorize(token.as_deref()).await?;
     let body: ExecuteBody = parse(&body)?;
     let code = body
         .code
@@ -108,11 +118,7 @@ async fn execute(
         }
     };
     let (tx, rx) = mpsc::channel::<Bytes>(RUN_BUFFER);
-    // The SDKs send envd's token along, for reading the sandbox's env vars.
-    let token = headers
-        .get("x-access-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    // The token also reads the sandbox's env vars from envd.
     tokio::spawn(ctx.run(code, env, contexts.globals.clone(), token, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()

@@ -16,12 +16,46 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// `GET /envs` from envd, with the caller's access token (envd requires it
 /// once the sandbox is secured).
 pub async fn fetch(access_token: Option<&str>) -> Result<BTreeMap<String, String>, String> {
-    tokio::time::timeout(TIMEOUT, fetch_inner(access_token))
+    let (status, body) = get_envs(access_token).await?;
+    if !status.is_success() {
+        return Err(format!(
+            "envd answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("envd's /envs is not a string map: {e}"))
+}
+
+/// Whether `access_token` is the sandbox's (or the sandbox has none): envd
+/// answers `/envs` only then.
+pub async fn authorize(access_token: Option<&str>) -> Result<(), crate::contexts::ContextError> {
+    use crate::contexts::ContextError;
+    match get_envs(access_token).await {
+        Ok((status, _)) if status.is_success() => Ok(()),
+        Ok((hyper::StatusCode::UNAUTHORIZED, _)) => Err(ContextError::Unauthorized(
+            match access_token {
+                None => "this sandbox is secured: header X-Access-Token with its access token is required",
+                Some(_) => "the X-Access-Token header does not hold this sandbox's access token",
+            }
+            .into(),
+        )),
+        Ok((status, body)) => Err(ContextError::Internal(format!(
+            "checking the access token with envd: {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        ))),
+        Err(e) => Err(ContextError::Internal(format!(
+            "checking the access token with envd: {e}"
+        ))),
+    }
+}
+
+async fn get_envs(access_token: Option<&str>) -> Result<(hyper::StatusCode, Bytes), String> {
+    tokio::time::timeout(TIMEOUT, get_envs_inner(access_token))
         .await
         .map_err(|_| format!("envd did not answer within {TIMEOUT:?}"))?
 }
 
-async fn fetch_inner(access_token: Option<&str>) -> Result<BTreeMap<String, String>, String> {
+async fn get_envs_inner(access_token: Option<&str>) -> Result<(hyper::StatusCode, Bytes), String> {
     let stream = tokio::net::TcpStream::connect(ENVD_ADDR)
         .await
         .map_err(|e| format!("connecting to envd: {e}"))?;
@@ -49,11 +83,5 @@ async fn fetch_inner(access_token: Option<&str>) -> Result<BTreeMap<String, Stri
         .map_err(|e| format!("reading envd's answer: {e}"))?
         .to_bytes();
     conn.abort();
-    if !status.is_success() {
-        return Err(format!(
-            "envd answered {status}: {}",
-            String::from_utf8_lossy(&body).trim()
-        ));
-    }
-    serde_json::from_slice(&body).map_err(|e| format!("envd's /envs is not a string map: {e}"))
+    Ok((status, body))
 }

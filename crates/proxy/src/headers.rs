@@ -10,6 +10,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -68,14 +69,39 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Tells the app who asked and how: the client's address appended to
-/// `X-Forwarded-For`, the scheme and the Host the client used.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool, host: Option<&str>) {
+/// Tells the app who asked and how: the client's address in
+/// `X-Forwarded-For`, the scheme and the Host the client used. What the
+/// client itself sent in `X-Forwarded-For` (and `Forwarded`) is kept, with
+/// our peer's address appended, only when that peer is a proxy the operator
+/// trusts (`client_trusted`); from anyone else it would be a forgery that
+/// the app reads as the true origin.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    client_trusted: bool,
+    tls: bool,
+    host: Option<&str>,
+) {
     let ip = client.to_canonical().to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
-        _ => ip,
+    let prior = client_trusted
+        .then(|| {
+            headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|p| !p.is_empty());
+    let xff = match prior {
+        Some(prior) => format!("{prior}, {ip}"),
+        None => ip,
     };
+    if !client_trusted {
+        headers.remove(&FORWARDED);
+    }
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -167,17 +193,25 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_appends_and_the_rest_is_set() {
-        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "ftp")]);
-        add_forwarded(
-            &mut h,
-            "::ffff:127.0.0.1".parse().unwrap(),
-            true,
-            Some("3000-a.d"),
-        );
+    fn forwarded_for_is_appended_only_behind_a_trusted_proxy() {
+        let sent = [
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "ftp"),
+            ("forwarded", "for=6.6.6.6"),
+        ];
+        let client = "::ffff:127.0.0.1".parse().unwrap();
+        let mut h = map(&sent);
+        add_forwarded(&mut h, client, true, true, Some("3000-a.d"));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 127.0.0.1");
+        assert_eq!(h["forwarded"], "for=6.6.6.6");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "3000-a.d");
+        // From a client that is no trusted proxy: its claims are dropped.
+        let mut h = map(&sent);
+        add_forwarded(&mut h, client, false, true, Some("3000-a.d"));
+        assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -63,6 +63,8 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     upstreams: Upstreams,
     api: Option<ApiService>,
+    /// Peers whose `X-Forwarded-For` is believed (a load balancer in front).
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// Ends upgraded (WebSocket) tunnels, which outlive their HTTP exchange
     /// and so are not covered by the server's graceful shutdown.
     tunnels: CancellationToken,
@@ -79,9 +81,25 @@ impl Proxy {
                 upstreams: Upstreams::new(catalog.clone()),
                 catalog,
                 api,
+                trusted_proxies: Vec::new(),
                 tunnels: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Believes `X-Forwarded-For` from these peers (a load balancer or
+    /// proxy in front of this one); from anyone else it is replaced. Call
+    /// before cloning the proxy.
+    pub fn trusting(mut self, proxies: Vec<ipnet::IpNet>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("trusting() is called before the proxy is shared")
+            .trusted_proxies = proxies;
+        self
+    }
+
+    fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.inner.trusted_proxies.iter().any(|n| n.contains(&peer))
     }
 
     /// Closes every upgraded connection (at shutdown).
@@ -120,7 +138,8 @@ impl Proxy {
         let Some(api) = self.inner.api.clone() else {
             return Refusal::NoApi.response(req.headers(), host);
         };
-        headers::add_forwarded(req.headers_mut(), conn.remote.ip(), conn.tls, host);
+        let trusted = self.trusts(conn.remote.ip());
+        headers::add_forwarded(req.headers_mut(), conn.remote.ip(), trusted, conn.tls, host);
         match api.oneshot(req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
@@ -178,7 +197,8 @@ impl Proxy {
         // hyper already answered the client's `Expect: 100-continue`.
         h.remove(EXPECT);
         headers::join_cookies(h);
-        headers::add_forwarded(h, conn.remote.ip(), conn.tls, host.as_deref());
+        let trusted = self.trusts(conn.remote.ip());
+        headers::add_forwarded(h, conn.remote.ip(), trusted, conn.tls, host.as_deref());
         let app_host = match &route.mask_request_host {
             Some(mask) => Some(mask.replace("${PORT}", &port.to_string())),
             None => host.clone(),

@@ -20,9 +20,13 @@ use tokio_tungstenite::tungstenite::Message;
 const ID: &str = "sbx1abc";
 
 async fn setup(route: Route) -> (Harness, Arc<Backend>) {
+    setup_trusting(route, Vec::new()).await
+}
+
+async fn setup_trusting(route: Route, trusted: Vec<ipnet::IpNet>) -> (Harness, Arc<Backend>) {
     let backend = Arc::new(Backend::default());
     let addr = start_backend(backend.clone()).await;
-    let h = Harness::start(None).await;
+    let h = Harness::start_trusting(None, trusted).await;
     h.catalog
         .add(ID, route, &[(3000, addr), (sandbar_proxy::ENVD_PORT, addr)]);
     (h, backend)
@@ -30,6 +34,38 @@ async fn setup(route: Route) -> (Harness, Arc<Backend>) {
 
 fn host(port: u16) -> String {
     format!("{port}-{ID}.{DOMAIN}")
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    let (h, _) = setup_trusting(Route::default(), vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let mut c = Client::connect(&h, Mode::Plain1, &host(3000)).await;
+    let resp = c
+        .get(
+            &host(3000),
+            "/echo",
+            &[
+                ("x-forwarded-for", "10.9.8.7"),
+                ("forwarded", "for=10.9.8.7"),
+            ],
+        )
+        .await;
+    let seen = body_json(resp).await;
+    assert_eq!(seen["headers"]["x-forwarded-for"], "10.9.8.7, 127.0.0.1");
+    assert_eq!(seen["headers"]["forwarded"], "for=10.9.8.7");
+    // The same request from an untrusted peer: replaced, not appended.
+    let (h, _) = setup(Route::default()).await;
+    let mut c = Client::connect(&h, Mode::Plain1, &host(3000)).await;
+    let resp = c
+        .get(
+            &host(3000),
+            "/echo",
+            &[("x-forwarded-for", "6.6.6.6"), ("forwarded", "for=6.6.6.6")],
+        )
+        .await;
+    let seen = body_json(resp).await;
+    assert_eq!(seen["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert!(seen["headers"].get("forwarded").is_none(), "{seen}");
 }
 
 #[tokio::test]
@@ -59,7 +95,8 @@ async fn h1_h2_and_tls_reach_the_app_with_forwarded_headers() {
             "{mode:?}: Host must pass unchanged"
         );
         assert_eq!(hd["x-forwarded-host"], format!("{}:8443", host(3000)));
-        assert_eq!(hd["x-forwarded-for"], "10.9.8.7, 127.0.0.1");
+        // The client is no trusted proxy: what it claims is replaced.
+        assert_eq!(hd["x-forwarded-for"], "127.0.0.1", "{mode:?}");
         let proto = if mode == Mode::Plain1 {
             "http"
         } else {

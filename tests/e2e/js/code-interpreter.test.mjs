@@ -401,6 +401,23 @@ describe('code interpreter', { skip }, () => {
     assert.equal(res.status, 400, await res.text())
   })
 
+  it('runs code only for callers with the access token of a secure sandbox', async () => {
+    assert.ok(sandbox.envdAccessToken, 'the SDK default is a secure sandbox')
+    const run = (headers) =>
+      fetch(serverUrl(sandbox, '/execute'), { method: 'POST', headers, body: JSON.stringify({ code: '6 * 7' }) })
+    const { 'X-Access-Token': _token, ...without } = serverHeaders(sandbox)
+    const missing = await run(without)
+    assert.equal(missing.status, 401, await missing.text())
+    const wrong = await run({ ...without, 'X-Access-Token': 'not-the-token' })
+    assert.equal(wrong.status, 401, await wrong.text())
+    const right = await run(serverHeaders(sandbox))
+    assert.equal(right.status, 200)
+    assert.match(await right.text(), /"text":"42"/)
+    // Context calls, which the SDKs send without the token, still work.
+    const listed = await fetch(serverUrl(sandbox, '/contexts'), { headers: without })
+    assert.equal(listed.status, 200, await listed.text())
+  })
+
   it('reports a kernel that died, then restarts it with fresh state', async () => {
     const c = await newContext()
     assertNoError(await sandbox.runCode('bystander = 8'), 'set in the default context')

@@ -199,6 +199,10 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(api: Option<ApiService>) -> Self {
+        Self::start_trusting(api, Vec::new()).await
+    }
+
+    pub async fn start_trusting(api: Option<ApiService>, trusted: Vec<ipnet::IpNet>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let files = certs::LocalCaFiles::new(dir.path());
         let cert = certs::ServerCert::local(&files, DOMAIN).unwrap();
@@ -206,7 +210,7 @@ impl Harness {
         let tls_config = cert.server_config().unwrap();
 
         let catalog = Arc::new(TestCatalog::default());
-        let proxy = Proxy::new(DOMAIN, catalog.clone(), api);
+        let proxy = Proxy::new(DOMAIN, catalog.clone(), api).trusting(trusted);
         let plain_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tls_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (plain, tls) = (plain_l.local_addr().unwrap(), tls_l.local_addr().unwrap());
