@@ -125,6 +125,12 @@ done
 # shellcheck disable=SC1091
 source "$work/env.sh"
 export E2E_SANDBAR_ENV="$work/env.sh" E2E_TARGET=sandbar
+# A second team (isolation) and a team with a limit of one sandbox (quotas).
+"$sandbar" --data-dir "$data" teams create e2e-other >/dev/null
+"$sandbar" --data-dir "$data" teams create e2e-small --max-sandboxes 1 --max-lifetime 3600 >/dev/null
+E2E_OTHER_TEAM_KEY="$("$sandbar" --data-dir "$data" keys create other --team e2e-other 2>/dev/null)"
+E2E_SMALL_TEAM_KEY="$("$sandbar" --data-dir "$data" keys create small --team e2e-small 2>/dev/null)"
+export E2E_OTHER_TEAM_KEY E2E_SMALL_TEAM_KEY
 unset E2B_DEBUG E2B_SANDBOX_URL E2B_ACCESS_TOKEN E2E_ENVD_ACCESS_TOKEN
 
 status=0

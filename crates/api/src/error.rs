@@ -12,6 +12,8 @@ use serde::Serialize;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Extra response headers (`Retry-After`, `Should-Retry`).
+    pub headers: Vec<(axum::http::HeaderName, HeaderValue)>,
 }
 
 #[derive(Serialize)]
@@ -25,7 +27,13 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+    pub fn with_header(mut self, name: &'static str, value: HeaderValue) -> Self {
+        self.headers
+            .push((axum::http::HeaderName::from_static(name), value));
+        self
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
@@ -41,6 +49,11 @@ impl ApiError {
     }
     pub fn not_implemented(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_IMPLEMENTED, message)
+    }
+    /// 503: the server cannot take this now (full, shutting down); the
+    /// SDKs may retry it.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
@@ -64,13 +77,20 @@ impl IntoResponse for ApiError {
             code: self.status.as_u16(),
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        for (name, value) in self.headers {
+            resp.headers_mut().append(name, value);
+        }
+        resp
     }
 }
 
 impl From<sandbar_store::StoreError> for ApiError {
     fn from(e: sandbar_store::StoreError) -> Self {
-        ApiError::internal(format!("database error: {e}"))
+        match e {
+            sandbar_store::StoreError::Invalid(why) => ApiError::bad_request(why),
+            e => ApiError::internal(format!("database error: {e}")),
+        }
     }
 }
 

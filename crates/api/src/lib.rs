@@ -11,6 +11,7 @@ mod body;
 mod error;
 mod evictor;
 mod model;
+mod quota;
 mod routes;
 mod timeouts;
 
@@ -71,6 +72,8 @@ pub(crate) struct Shared {
     pub backend: Arc<dyn SandboxBackend>,
     /// Wakes the evictor when an end time may have moved earlier.
     pub evictor_wake: Notify,
+    /// Team limits and the creates in flight against them.
+    pub quotas: quota::Quotas,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -94,6 +97,7 @@ impl Api {
             store,
             backend,
             evictor_wake: Notify::new(),
+            quotas: quota::Quotas::default(),
         });
         let mut gone = 0;
         for id in shared.store.live_sandbox_ids(&shared.config.node).await? {

@@ -127,6 +127,43 @@ pub struct SandboxDetail {
     pub network: Option<serde_json::Value>,
 }
 
+/// A list entry (`ListedSandbox`): the detail fields without the access
+/// token, the domain and the network, as E2B lists them. Tokens are handed
+/// out by create, connect and get, to the owner only.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListedSandbox {
+    #[serde(rename = "templateID")]
+    pub template_id: String,
+    #[serde(rename = "sandboxID")]
+    pub sandbox_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    pub envd_version: String,
+    pub started_at: String,
+    pub end_at: String,
+    pub cpu_count: u32,
+    #[serde(rename = "memoryMB")]
+    pub memory_mb: u64,
+    #[serde(rename = "diskSizeMB")]
+    pub disk_size_mb: u64,
+    pub state: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `GET /teams`, as the E2B CLI reads it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TeamInfo {
+    #[serde(rename = "teamID")]
+    pub team_id: String,
+    pub name: String,
+    pub api_key: String,
+    pub is_default: bool,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxMetric {

@@ -88,12 +88,12 @@ impl SandboxBackend for FakeNode {
 }
 
 struct Harness {
-    _dir: tempfile::TempDir,
+    _dir: Arc<tempfile::TempDir>,
     store: Store,
     node: Arc<FakeNode>,
     router: Router,
     key: String,
-    _api: Api,
+    _api: Arc<Api>,
 }
 
 async fn harness() -> Harness {
@@ -108,11 +108,11 @@ async fn harness() -> Harness {
         .unwrap();
     Harness {
         router: api.router(),
-        _dir: dir,
+        _dir: Arc::new(dir),
         store,
         node,
         key,
-        _api: api,
+        _api: Arc::new(api),
     }
 }
 
@@ -781,4 +781,182 @@ async fn restart_marks_lost_sandboxes_gone() {
     .await
     .unwrap();
     assert!(store.live_sandbox_ids("local").await.unwrap().is_empty());
+}
+
+impl Harness {
+    /// The same harness speaking with another key.
+    fn with_key(&self, key: &str) -> Harness {
+        Harness {
+            _dir: self._dir.clone(),
+            store: self.store.clone(),
+            node: self.node.clone(),
+            router: self.router.clone(),
+            key: key.to_string(),
+            _api: self._api.clone(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_team_sees_and_touches_only_its_own_sandboxes() {
+    let h = harness().await;
+    let other_team = h
+        .store
+        .create_team("other", &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let other_key = h
+        .store
+        .create_team_api_key("o", &other_team.id)
+        .await
+        .unwrap()
+        .key;
+    let other = h.with_key(&other_key);
+
+    let mine = h.create(json!({"templateID": "base"})).await;
+    let id = mine["sandboxID"].as_str().unwrap();
+    assert!(
+        mine["envdAccessToken"].is_string(),
+        "the owner gets the token"
+    );
+
+    let listed = other.call("GET", "/v2/sandboxes", None).await;
+    assert_eq!(listed.body, json!([]), "another team lists nothing of mine");
+    let listed = other.call("GET", "/sandboxes", None).await;
+    assert_eq!(listed.body, json!([]));
+    for (method, uri, body) in [
+        ("GET", format!("/sandboxes/{id}"), None),
+        (
+            "POST",
+            format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 60})),
+        ),
+        ("POST", format!("/sandboxes/{id}/refreshes"), None),
+        (
+            "POST",
+            format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 60})),
+        ),
+        ("POST", format!("/v2/sandboxes/{id}/connect"), None),
+        ("GET", format!("/sandboxes/{id}/metrics"), None),
+        ("GET", format!("/sandboxes/{id}/logs"), None),
+        (
+            "PUT",
+            format!("/sandboxes/{id}/network"),
+            Some(json!({"denyOut": ["0.0.0.0/0"]})),
+        ),
+        ("DELETE", format!("/sandboxes/{id}"), None),
+    ] {
+        let r = other.call(method, &uri, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {uri}: {}",
+            r.body
+        );
+    }
+    assert!(h.node.is_alive(id), "the other team's calls did nothing");
+    assert!(h.node.egress.lock().unwrap().is_empty());
+
+    // Mine, listed by me: no tokens in list entries (E2B's ListedSandbox).
+    let listed = h.call("GET", "/v2/sandboxes", None).await;
+    let entries = listed.body.as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["sandboxID"], id);
+    for absent in ["envdAccessToken", "trafficAccessToken", "domain", "network"] {
+        assert!(
+            entries[0].get(absent).is_none(),
+            "list entry has {absent}: {}",
+            entries[0]
+        );
+    }
+    let detail = h.call("GET", &format!("/sandboxes/{id}"), None).await;
+    assert_eq!(detail.body["envdAccessToken"], mine["envdAccessToken"]);
+
+    // GET /teams, as the E2B CLI reads it.
+    let teams = other.call("GET", "/teams", None).await;
+    assert_eq!(
+        teams.body,
+        json!([{"teamID": other_team.id, "name": "other", "apiKey": other_key, "isDefault": true}])
+    );
+    assert_eq!(
+        h.call("DELETE", &format!("/sandboxes/{id}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn team_limits_answer_429_and_400() {
+    let h = harness().await;
+    let limits = sandbar_store::TeamLimits {
+        max_sandboxes: Some(1),
+        max_lifetime_secs: Some(600),
+        ..Default::default()
+    };
+    let team = h
+        .store
+        .create_team("small", &limits)
+        .await
+        .unwrap()
+        .unwrap();
+    let key = h
+        .store
+        .create_team_api_key("s", &team.id)
+        .await
+        .unwrap()
+        .key;
+    let small = h.with_key(&key);
+    let first = small
+        .create(json!({"templateID": "base", "timeout": 60}))
+        .await;
+    let r = small
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "timeout": 60})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body["message"].as_str().unwrap().contains("limit of 1"));
+    assert_eq!(r.headers["should-retry"], "false");
+    // Other teams are not held back by it.
+    h.create(json!({"templateID": "base"})).await;
+
+    let r = small
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base", "timeout": 601})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let id = first["sandboxID"].as_str().unwrap();
+    let r = small
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/timeout"),
+            Some(json!({"timeout": 3600})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "a timeout past the lifetime: {}",
+        r.body
+    );
+
+    // Killing the first frees the place.
+    assert_eq!(
+        small
+            .call("DELETE", &format!("/sandboxes/{id}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    small
+        .create(json!({"templateID": "base", "timeout": 60}))
+        .await;
 }

@@ -66,6 +66,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage teams: each key belongs to one and sees only its sandboxes.
+    Teams {
+        #[command(subcommand)]
+        command: TeamsCommand,
+    },
     /// Create, list and kill sandboxes through the API.
     Sandbox {
         #[command(subcommand)]
@@ -82,13 +87,37 @@ enum Command {
 enum KeysCommand {
     /// Make a key; prints it once.
     Create {
-        #[arg(long, default_value = "cli")]
-        name: String,
+        /// A name to tell keys apart.
+        #[arg(default_value = "cli")]
+        name_arg: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The team the key acts for.
+        #[arg(long, default_value = sandbar_store::DEFAULT_TEAM)]
+        team: String,
     },
     List,
     /// Revoke by id or by the prefix shown in `keys list`.
     Revoke {
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TeamsCommand {
+    /// Make a team, with limits if given.
+    Create {
+        name: String,
+        #[command(flatten)]
+        limits: keys_cmd::LimitArgs,
+    },
+    #[command(alias = "list")]
+    Ls,
+    /// Change a team's limits (the ones given; 0 removes a limit).
+    Set {
+        name: String,
+        #[command(flatten)]
+        limits: keys_cmd::LimitArgs,
     },
 }
 
@@ -200,9 +229,27 @@ fn run(cli: Cli) -> Result<()> {
             Command::Keys { command } => {
                 let store = open_store(&data).await?;
                 match command {
-                    KeysCommand::Create { name } => keys_cmd::create(&store, &name).await,
+                    KeysCommand::Create {
+                        name_arg,
+                        name,
+                        team,
+                    } => {
+                        keys_cmd::create(&store, name.as_deref().unwrap_or(&name_arg), &team).await
+                    }
                     KeysCommand::List => keys_cmd::list(&store).await,
                     KeysCommand::Revoke { id } => keys_cmd::revoke(&store, &id).await,
+                }
+            }
+            Command::Teams { command } => {
+                let store = open_store(&data).await?;
+                match command {
+                    TeamsCommand::Create { name, limits } => {
+                        keys_cmd::team_create(&store, &name, &limits).await
+                    }
+                    TeamsCommand::Ls => keys_cmd::team_list(&store).await,
+                    TeamsCommand::Set { name, limits } => {
+                        keys_cmd::team_set(&store, &name, &limits).await
+                    }
                 }
             }
             Command::Sandbox { command } => match command {

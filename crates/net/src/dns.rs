@@ -145,7 +145,7 @@ fn sandbox_source(addr: SocketAddr) -> Option<Ipv4Addr> {
 }
 
 /// A REFUSED answer to `query`, or None when it does not even parse.
-fn refusal(query: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn refusal(query: &[u8]) -> Option<Vec<u8>> {
     let query = Message::from_vec(query).ok()?;
     let mut answer = Message::error_msg(query.id(), query.op_code(), ResponseCode::Refused);
     answer.add_queries(query.queries().to_vec());

@@ -26,7 +26,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 pub use runtime::{Runtime, RuntimeOptions, WarmSpec};
-pub use sandbar_net::{EgressPolicy, Network};
+pub use sandbar_net::{EgressPolicy, NetError, Network};
 
 /// Where the runtime keeps its files and which ids it maps sandboxes to.
 #[derive(Debug, Clone)]

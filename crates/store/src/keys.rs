@@ -22,6 +22,8 @@ pub struct ApiKey {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The team whose sandboxes the key sees and acts on.
+    pub team_id: String,
 }
 
 /// A key just made: the only moment its clear text exists.
@@ -58,43 +60,82 @@ fn row_to_key(row: &sqlx::any::AnyRow) -> Result<ApiKey, StoreError> {
         revoked_at: revoked
             .map(|ms| from_millis("api key revoked_at", ms))
             .transpose()?,
+        team_id: row.try_get("team_id").map_err(get)?,
     })
 }
 
 impl Store {
+    /// A key of the default team.
     pub async fn create_api_key(&self, name: &str) -> Result<NewApiKey, StoreError> {
+        self.create_team_api_key(name, crate::DEFAULT_TEAM).await
+    }
+
+    /// A key of team `team_id` (which must exist).
+    pub async fn create_team_api_key(
+        &self,
+        name: &str,
+        team_id: &str,
+    ) -> Result<NewApiKey, StoreError> {
         let key = generate_key();
-        let info = self.insert_api_key(name, &key).await?;
+        let info = self.insert_api_key(name, &key, team_id).await?;
         Ok(NewApiKey { key, info })
     }
 
     /// Stores a key made elsewhere (e.g. by the operator).
-    pub async fn insert_api_key(&self, name: &str, key: &str) -> Result<ApiKey, StoreError> {
+    pub async fn insert_api_key(
+        &self,
+        name: &str,
+        key: &str,
+        team_id: &str,
+    ) -> Result<ApiKey, StoreError> {
+        if self.team(team_id).await?.is_none() {
+            return Err(StoreError::Invalid(format!("no team '{team_id}'")));
+        }
         let info = ApiKey {
             id: hex::encode(rand::random::<[u8; 8]>()),
             name: name.to_string(),
             prefix: key.chars().take(PREFIX_LEN).collect(),
             created_at: Utc::now(),
             revoked_at: None,
+            team_id: team_id.to_string(),
         };
         sqlx::query(
-            "INSERT INTO api_keys (id, name, hash, prefix, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, name, hash, prefix, created_at, team_id) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&info.id)
         .bind(&info.name)
         .bind(hash_key(key))
         .bind(&info.prefix)
         .bind(millis(info.created_at))
+        .bind(&info.team_id)
         .execute(&self.pool)
         .await
         .map_err(query_err("inserting an api key"))?;
         Ok(info)
     }
 
+    /// The key's record and its team, when it exists and is not revoked.
+    pub async fn verify_api_key_team(
+        &self,
+        key: &str,
+    ) -> Result<Option<(ApiKey, crate::Team)>, StoreError> {
+        let Some(info) = self.verify_api_key(key).await? else {
+            return Ok(None);
+        };
+        let team = self
+            .team(&info.team_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt {
+                context: "api key",
+                detail: format!("key {} names the missing team {}", info.id, info.team_id),
+            })?;
+        Ok(Some((info, team)))
+    }
+
     /// The key's record when it exists and is not revoked.
     pub async fn verify_api_key(&self, key: &str) -> Result<Option<ApiKey>, StoreError> {
         let row = sqlx::query(
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+            "SELECT id, name, prefix, created_at, revoked_at, team_id FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash_key(key))
         .fetch_optional(&self.pool)
@@ -105,7 +146,7 @@ impl Store {
 
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, name, prefix, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+            "SELECT id, name, prefix, created_at, revoked_at, team_id FROM api_keys ORDER BY created_at, id",
         )
         .fetch_all(&self.pool)
         .await

@@ -11,6 +11,7 @@
 
 mod keys;
 mod sandboxes;
+mod teams;
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +21,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use keys::{generate_key, hash_key, ApiKey, NewApiKey};
 pub use sandboxes::{Cursor, ListFilter, SandboxRecord, SandboxState};
+pub use teams::{valid_team_name, Team, TeamLimits, TeamUsage, DEFAULT_TEAM};
 
 /// Migrations embedded in the binary; the same files serve both backends.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -43,6 +45,8 @@ pub enum StoreError {
         context: &'static str,
         detail: String,
     },
+    #[error("{0}")]
+    Invalid(String),
     #[error("creating the database directory {path}: {source}")]
     Dir {
         path: String,

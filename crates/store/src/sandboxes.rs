@@ -64,6 +64,8 @@ pub struct SandboxRecord {
     /// Which node runs it.
     pub node: String,
     pub api_key_id: Option<String>,
+    /// The team that owns it; only its keys see it.
+    pub team_id: String,
 }
 
 /// Position after the last sandbox of a page.
@@ -87,11 +89,14 @@ pub struct ListFilter {
     pub oldest_first: bool,
     pub limit: usize,
     pub after: Option<Cursor>,
+    /// Only this team's sandboxes (`None`: every team's).
+    pub team: Option<String>,
 }
 
 impl Default for ListFilter {
     fn default() -> Self {
         Self {
+            team: None,
             states: vec![SandboxState::Running, SandboxState::Paused],
             metadata: BTreeMap::new(),
             template: None,
@@ -104,7 +109,7 @@ impl Default for ListFilter {
 }
 
 const COLUMNS: &str = "id, template, alias, client_id, metadata, envd_access_token, traffic_access_token, \
-     started_at, end_at, cpu_count, memory_mb, disk_mb, state, allow_internet, network, node, api_key_id";
+     started_at, end_at, cpu_count, memory_mb, disk_mb, state, allow_internet, network, node, api_key_id, team_id";
 
 fn row_to_record(row: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {
     let get = |e| StoreError::Query {
@@ -146,6 +151,7 @@ fn row_to_record(row: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {
             .map_err(|e| corrupt(format!("network: {e}")))?,
         node: row.try_get("node").map_err(get)?,
         api_key_id: row.try_get("api_key_id").map_err(get)?,
+        team_id: row.try_get("team_id").map_err(get)?,
     })
 }
 
@@ -158,7 +164,7 @@ impl Store {
         let metadata = serde_json::to_string(&r.metadata).expect("string map serializes");
         let network = r.network.as_ref().map(|n| n.to_string());
         sqlx::query(&format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         ))
         .bind(&r.id)
         .bind(&r.template)
@@ -177,6 +183,7 @@ impl Store {
         .bind(network)
         .bind(&r.node)
         .bind(r.api_key_id.clone())
+        .bind(&r.team_id)
         .execute(&self.pool)
         .await
         .map_err(query_err("inserting a sandbox"))?;
@@ -328,12 +335,13 @@ impl Store {
         // $1 template (NULL: any), $2 started-after bound, then the cursor.
         let base = format!(
             "SELECT {COLUMNS} FROM sandboxes WHERE state IN ({states}) \
-             AND ($1 IS NULL OR template = $1 OR alias = $1) AND started_at >= $2"
+             AND ($1 IS NULL OR template = $1 OR alias = $1) AND started_at >= $2 \
+             AND ($3 IS NULL OR team_id = $3)"
         );
         let order = format!("ORDER BY started_at {dir}, id {dir}");
-        let first_sql = format!("{base} {order} LIMIT $3");
+        let first_sql = format!("{base} {order} LIMIT $4");
         let next_sql = format!(
-            "{base} AND (started_at {cmp} $3 OR (started_at = $3 AND id {cmp} $4)) {order} LIMIT $5"
+            "{base} AND (started_at {cmp} $4 OR (started_at = $4 AND id {cmp} $5)) {order} LIMIT $6"
         );
         let started_after = filter.started_after.map(millis).unwrap_or(i64::MIN);
         let mut out = Vec::new();
@@ -342,10 +350,12 @@ impl Store {
                 None => sqlx::query(&first_sql)
                     .bind(filter.template.clone())
                     .bind(started_after)
+                    .bind(filter.team.clone())
                     .bind(batch as i64),
                 Some(c) => sqlx::query(&next_sql)
                     .bind(filter.template.clone())
                     .bind(started_after)
+                    .bind(filter.team.clone())
                     .bind(c.started_at_ms)
                     .bind(c.id.clone())
                     .bind(batch as i64),
@@ -412,6 +422,7 @@ mod tests {
             network: Some(serde_json::json!({"allowOut": ["1.1.1.1"]})),
             node: "n1".into(),
             api_key_id: None,
+            team_id: crate::DEFAULT_TEAM.into(),
         }
     }
 

@@ -7,8 +7,8 @@ import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { CommandExitError, Sandbox } from 'e2b'
-import { RUN_ID, create, escapeRegExp, fetchUntil, httpServer, killAll, sandbarEnvOnly } from './helpers.mjs'
+import { CommandExitError, InvalidArgumentError, RateLimitError, Sandbox, SandboxError, SandboxNotFoundError } from 'e2b'
+import { RUN_ID, TEMPLATE, create, escapeRegExp, fetchUntil, httpServer, killAll, sandbarEnvOnly } from './helpers.mjs'
 
 const run = promisify(execFile)
 const here = (p) => fileURLToPath(new URL(p, import.meta.url))
@@ -172,5 +172,71 @@ describe('public URLs', () => {
     await httpServer(closed, 3003)
     const res = await fetchUntil(`https://${closed.getHost(3003)}`, (r) => r.status === 200)
     assert.equal(res.status, 200)
+  })
+})
+
+describe('network policies', () => {
+  test('a blocked range in allowOut is refused with a 400 that says why', async () => {
+    for (const entry of ['169.254.169.254/32', '10.0.0.0/8', '127.0.0.1']) {
+      const err = await create({ network: { allowOut: [entry] } }).then(
+        () => undefined,
+        (e) => e,
+      )
+      assert.ok(err, `allowOut ${entry} was accepted`)
+      assert.ok(err instanceof SandboxError || err instanceof InvalidArgumentError, String(err))
+      assert.match(String(err.message), /400/, String(err))
+      assert.match(String(err.message), /never reach/, String(err))
+    }
+    // updateNetwork holds the same rule on a running sandbox.
+    const sandbox = await create()
+    const bad = await fetch(`${process.env.E2B_API_URL}/sandboxes/${sandbox.sandboxId}/network`, {
+      method: 'PUT',
+      headers: { 'X-API-KEY': process.env.E2B_API_KEY, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ allowOut: ['169.254.169.254'] }),
+    })
+    const text = await bad.text()
+    assert.equal(bad.status, 400, text)
+    assert.equal(JSON.parse(text).code, 400, text)
+    assert.match(text, /never reach/)
+  })
+})
+
+describe('teams', () => {
+  const other = { apiKey: process.env.E2E_OTHER_TEAM_KEY }
+  const small = { apiKey: process.env.E2E_SMALL_TEAM_KEY }
+
+  test("another team's key sees nothing of this team's sandboxes", async () => {
+    assert.ok(other.apiKey, 'run through run-platform.sh (E2E_OTHER_TEAM_KEY)')
+    const mine = await create()
+    const theirs = await Sandbox.list({ ...other }).nextItems()
+    assert.deepEqual(theirs, [], 'the other team lists nothing')
+    await assert.rejects(Sandbox.getInfo(mine.sandboxId, other), SandboxNotFoundError)
+    assert.equal(await Sandbox.kill(mine.sandboxId, other), false, 'kill by another team: not found')
+    await assert.rejects(Sandbox.connect(mine.sandboxId, other), SandboxNotFoundError)
+    // Still alive, and still the owner's.
+    assert.equal((await mine.commands.run('echo alive')).stdout, 'alive\n')
+    const listed = await Sandbox.list({ query: { metadata: { run: RUN_ID } } }).nextItems()
+    assert.ok(listed.some((s) => s.sandboxId === mine.sandboxId))
+  })
+
+  test("a team past its limit gets a 429 that says which limit", async () => {
+    assert.ok(small.apiKey, 'run through run-platform.sh (E2E_SMALL_TEAM_KEY)')
+    const first = await Sandbox.create(TEMPLATE, { ...small, timeoutMs: 60_000 })
+    try {
+      const err = await Sandbox.create(TEMPLATE, { ...small, timeoutMs: 60_000 }).then(
+        (s) => (s.kill(), undefined),
+        (e) => e,
+      )
+      assert.ok(err instanceof RateLimitError, String(err))
+      assert.match(err.message, /limit of 1 running sandboxes/)
+      // Another team is not held back by it.
+      const free = await create()
+      assert.ok(free.sandboxId)
+    } finally {
+      await first.kill()
+    }
+    // The place is free again.
+    const again = await Sandbox.create(TEMPLATE, { ...small, timeoutMs: 60_000 })
+    await again.kill()
   })
 })

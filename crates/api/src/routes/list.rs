@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue};
+use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use sandbar_store::{Cursor, ListFilter, SandboxState};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::model::SandboxDetail;
-use crate::routes::sandboxes::detail_json;
+use crate::model::ListedSandbox;
+use crate::routes::sandboxes::listed_json;
 use crate::AppState;
 
 const MAX_LIMIT: usize = 100;
@@ -30,8 +32,9 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn filter(self) -> ListFilter {
+    fn filter(self, team: &str) -> ListFilter {
         ListFilter {
+            team: Some(team.to_string()),
             states: self.states,
             metadata: self.metadata,
             template: self.template,
@@ -133,10 +136,11 @@ fn decode_token(token: &str) -> Result<Cursor, ApiError> {
 
 pub async fn list_v2(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<(HeaderMap, Json<Vec<SandboxDetail>>), ApiError> {
+) -> Result<(HeaderMap, Json<Vec<ListedSandbox>>), ApiError> {
     let q = parse_query(raw.as_deref())?;
-    let filter = q.filter();
+    let filter = q.filter(&caller.team.id);
     let (records, next) = state.store.list_sandboxes(&filter).await?;
     let mut headers = HeaderMap::new();
     if let Some(next) = next {
@@ -147,24 +151,25 @@ pub async fn list_v2(
     }
     Ok((
         headers,
-        Json(records.iter().map(|r| detail_json(&state, r)).collect()),
+        Json(records.iter().map(|r| listed_json(&state, r)).collect()),
     ))
 }
 
 pub async fn list_v1(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Vec<SandboxDetail>>, ApiError> {
+) -> Result<Json<Vec<ListedSandbox>>, ApiError> {
     let q = parse_query(raw.as_deref())?;
     let mut filter = ListFilter {
         limit: MAX_LIMIT,
         after: None,
-        ..q.filter()
+        ..q.filter(&caller.team.id)
     };
     let mut out = Vec::new();
     loop {
         let (records, next) = state.store.list_sandboxes(&filter).await?;
-        out.extend(records.iter().map(|r| detail_json(&state, r)));
+        out.extend(records.iter().map(|r| listed_json(&state, r)));
         match next {
             Some(c) => filter.after = Some(c),
             None => return Ok(Json(out)),

@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/sandboxes/{id}/network", put(sandboxes::set_network))
+        .route("/teams", get(sandboxes::teams))
         .route("/sandboxes/{id}/pause", post(unsupported::pause))
         .route("/sandboxes/{id}/resume", post(unsupported::resume))
         .merge(unsupported::template_routes())

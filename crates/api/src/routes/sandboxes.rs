@@ -10,7 +10,7 @@ use chrono::Utc;
 use sandbar_runtime::{EgressPolicy, Route, RuntimeError, SandboxSpec};
 use sandbar_store::{SandboxRecord, SandboxState};
 
-use crate::auth::KeyId;
+use crate::auth::Caller;
 use crate::body::{JsonBody, OptionalJsonBody};
 use crate::error::ApiError;
 use crate::model::{
@@ -38,7 +38,10 @@ fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
-fn runtime_error(e: RuntimeError) -> ApiError {
+/// What the runtime's typed errors are to a client: its own mistakes are
+/// 4xx with the reason; capacity is 503; only real faults are 500.
+pub(crate) fn runtime_error(e: RuntimeError) -> ApiError {
+    use sandbar_runtime::NetError;
     match e {
         RuntimeError::TemplateNotFound(t) => {
             ApiError::not_found(format!("template '{t}' not found"))
@@ -48,6 +51,12 @@ fn runtime_error(e: RuntimeError) -> ApiError {
             StatusCode::CONFLICT,
             format!("sandbox '{id}' already exists"),
         ),
+        RuntimeError::Net(NetError::Policy(why)) => {
+            ApiError::bad_request(format!("invalid network policy: {why}"))
+        }
+        RuntimeError::Net(e @ (NetError::Exhausted(_) | NetError::Closed)) => {
+            ApiError::unavailable(e.to_string())
+        }
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -86,19 +95,64 @@ pub(crate) fn detail_json(state: &AppState, r: &SandboxRecord) -> SandboxDetail 
     }
 }
 
-/// The live record of a sandbox that the runtime still holds. A record whose
-/// sandbox died behind our back (crash, OOM of envd) is marked gone here.
-async fn live(state: &AppState, id: &str) -> Result<SandboxRecord, ApiError> {
+pub(crate) fn listed_json(state: &AppState, r: &SandboxRecord) -> crate::model::ListedSandbox {
+    crate::model::ListedSandbox {
+        template_id: r.template.clone(),
+        sandbox_id: r.id.clone(),
+        alias: r.alias.clone(),
+        client_id: r.client_id.clone(),
+        envd_version: state.config.envd_version.clone(),
+        started_at: rfc3339(r.started_at),
+        end_at: rfc3339(r.end_at),
+        cpu_count: r.cpu_count,
+        memory_mb: r.memory_mb,
+        disk_size_mb: r.disk_mb,
+        state: r.state.as_str().to_string(),
+        metadata: r.metadata.clone(),
+    }
+}
+
+/// `GET /teams`: the caller's team, with the key it asked with (the E2B
+/// CLI stores that key for the team; sandbar keeps only hashes, so it can
+/// hand back no other).
+pub async fn teams(Extension(caller): Extension<Caller>) -> Json<Vec<crate::model::TeamInfo>> {
+    Json(vec![crate::model::TeamInfo {
+        team_id: caller.team.id.clone(),
+        name: caller.team.name.clone(),
+        api_key: caller.key.clone(),
+        is_default: true,
+    }])
+}
+
+/// The live record of a sandbox of the caller's team that the runtime still
+/// holds (another team's is "not found", as one that does not exist). A
+/// record whose sandbox died behind our back (crash, OOM of envd) is marked
+/// gone here.
+pub(crate) async fn live(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<SandboxRecord, ApiError> {
     let rec = state
         .store
         .get_live_sandbox(id)
         .await?
+        .filter(|r| r.team_id == caller.team.id)
         .ok_or_else(|| ApiError::sandbox_not_found(id))?;
     if rec.node == state.config.node && !state.backend.is_alive(id) {
         state.store.mark_killed(id).await?;
         return Err(ApiError::sandbox_not_found(id));
     }
     Ok(rec)
+}
+
+/// How long a sandbox would have lived from its start were it to end
+/// `timeout` from now.
+fn lifetime_until(rec: &SandboxRecord, timeout: std::time::Duration) -> std::time::Duration {
+    (Utc::now() - rec.started_at)
+        .to_std()
+        .unwrap_or_default()
+        .saturating_add(timeout)
 }
 
 fn egress_of(
@@ -160,7 +214,7 @@ fn refuse_unsupported(req: &NewSandbox) -> Result<(), ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
-    key: Option<Extension<KeyId>>,
+    Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<NewSandbox>,
 ) -> Result<impl IntoResponse, ApiError> {
     let template = match req.template_id.as_deref().map(str::trim) {
@@ -187,6 +241,18 @@ pub async fn create(
     let allow_internet = req.allow_internet_access.unwrap_or(true);
     let envd_access_token = req.secure.unwrap_or(true).then(new_token);
     let traffic_access_token = (network.allow_public_traffic == Some(false)).then(new_token);
+    let reservation = state
+        .quotas
+        .admit(
+            &state.store,
+            &caller.team,
+            crate::quota::Claim {
+                memory_mb: state.config.default_memory_mb,
+                cpus: u64::from(state.config.default_cpu_count),
+            },
+            timeout,
+        )
+        .await?;
     let id = new_sandbox_id();
     let spec = SandboxSpec {
         id: id.clone(),
@@ -230,7 +296,8 @@ pub async fn create(
             .network
             .map(|n| serde_json::to_value(n).expect("network config serializes")),
         node: state.config.node.clone(),
-        api_key_id: key.map(|Extension(k)| k.0),
+        api_key_id: Some(caller.key_id.clone()),
+        team_id: caller.team.id.clone(),
     };
     if let Err(e) = state.store.insert_sandbox(&record).await {
         // Without a record nobody could see or time out this sandbox.
@@ -239,6 +306,8 @@ pub async fn create(
         }
         return Err(e.into());
     }
+    // Stored: the record counts against the team's limits from now on.
+    drop(reservation);
     state.evictor_wake.notify_one();
     tracing::info!(
         sandbox = %id,
@@ -252,9 +321,10 @@ pub async fn create(
 
 pub async fn get_one(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxDetail>, ApiError> {
-    let rec = live(&state, &id).await?;
+    let rec = live(&state, &caller, &id).await?;
     Ok(Json(detail_json(&state, &rec)))
 }
 
@@ -268,8 +338,18 @@ pub(crate) async fn kill_sandbox(state: &AppState, id: &str) -> Result<bool, Api
 
 pub async fn kill(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    // Only the caller's team's sandboxes; another team's is not found.
+    let owned = state
+        .store
+        .get_live_sandbox(&id)
+        .await?
+        .is_some_and(|r| r.team_id == caller.team.id);
+    if !owned {
+        return Err(ApiError::sandbox_not_found(&id));
+    }
     if kill_sandbox(&state, &id).await? {
         tracing::info!(sandbox = %id, "sandbox killed");
         Ok(StatusCode::NO_CONTENT)
@@ -280,11 +360,13 @@ pub async fn kill(
 
 pub async fn set_timeout(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TimeoutBody>,
 ) -> Result<StatusCode, ApiError> {
     let timeout = timeouts::checked(body.timeout, state.config.max_timeout, "timeout")?;
-    live(&state, &id).await?;
+    let rec = live(&state, &caller, &id).await?;
+    crate::quota::check_lifetime(&caller.team, lifetime_until(&rec, timeout))?;
     if !state
         .store
         .set_end_at(&id, timeouts::end_at(Utc::now(), timeout))
@@ -298,6 +380,7 @@ pub async fn set_timeout(
 
 pub async fn refresh(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<RefreshBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -306,7 +389,8 @@ pub async fn refresh(
         Some(s) => timeouts::checked(s, max, "duration")?,
         None => state.config.default_timeout.min(max),
     };
-    live(&state, &id).await?;
+    let rec = live(&state, &caller, &id).await?;
+    crate::quota::check_lifetime(&caller.team, lifetime_until(&rec, duration))?;
     if !state
         .store
         .extend_end_at(&id, timeouts::end_at(Utc::now(), duration))
@@ -321,6 +405,7 @@ pub async fn refresh(
 /// but nothing can be paused yet). A given timeout only ever extends.
 pub async fn connect(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<ConnectBody>,
 ) -> Result<Json<Sandbox>, ApiError> {
@@ -328,8 +413,9 @@ pub async fn connect(
         .and_then(|b| b.timeout)
         .map(|s| timeouts::checked(s, state.config.max_timeout, "timeout"))
         .transpose()?;
-    let rec = live(&state, &id).await?;
+    let rec = live(&state, &caller, &id).await?;
     if let Some(t) = timeout {
+        crate::quota::check_lifetime(&caller.team, lifetime_until(&rec, t))?;
         state
             .store
             .extend_end_at(&id, timeouts::end_at(Utc::now(), t))
@@ -342,9 +428,10 @@ pub async fn connect(
 /// does not keep a history, so a `start`/`end` range is not honoured).
 pub async fn metrics(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<SandboxMetric>>, ApiError> {
-    live(&state, &id).await?;
+    live(&state, &caller, &id).await?;
     let m = state.backend.metrics(&id).map_err(runtime_error)?;
     let now = Utc::now();
     Ok(Json(vec![SandboxMetric {
@@ -364,9 +451,10 @@ pub async fn metrics(
 /// the one the E2B CLI reads).
 pub async fn logs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Json<SandboxLogs>, ApiError> {
-    live(&state, &id).await?;
+    live(&state, &caller, &id).await?;
     Ok(Json(SandboxLogs {
         logs: Vec::new(),
         log_entries: Vec::new(),
@@ -375,10 +463,11 @@ pub async fn logs(
 
 pub async fn set_network(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<NetworkUpdate>,
 ) -> Result<StatusCode, ApiError> {
-    let rec = live(&state, &id).await?;
+    let rec = live(&state, &caller, &id).await?;
     let allow_internet = body.allow_internet_access.unwrap_or(rec.allow_internet);
     let policy = egress_of(
         allow_internet,
