@@ -4,7 +4,8 @@
 #
 #   <instance> <kind> <object>
 #
-# Kinds: mount (namespace pins), netns, veth, nft (the instance's table),
+# Kinds: mount (namespace pins, layer stores), netns, veth, nft (the
+# instance's table), loop (a layer store's device),
 # cgroup, process (envd and helpers in the instance's cgroups; a server by
 # the claim it holds). Objects that name no instance are listed under `?`.
 #
@@ -46,6 +47,8 @@ fi
   find /sys/fs/cgroup -maxdepth 3 -type d -name 'sandbar*' 2>/dev/null | while read -r c; do
     if [[ "$c" =~ /sandbar-([A-Za-z0-9_-]+)$ ]]; then echo "${BASH_REMATCH[1]} cgroup $c"; else echo "? cgroup $c"; fi
   done
+  # Loop devices of layer stores (their image lives in a data dir).
+  losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk '$2 ~ /store\.btrfs/ {print "? loop " $1 " " $2}'
   for p in $(pgrep -x 'envd|sandbar|sandbar-interpr' 2>/dev/null); do
     inst=""
     # envd and the processes it starts live in the instance's cgroups.

@@ -3,7 +3,7 @@
 # Debian or Ubuntu, as root. Idempotent: quick when everything is present.
 set -euo pipefail
 
-runtime_pkgs=(nftables mmdebstrap libnss-myhostname iproute2 procps ca-certificates curl)
+runtime_pkgs=(nftables mmdebstrap btrfs-progs libnss-myhostname iproute2 procps ca-certificates curl)
 build_pkgs=(protobuf-compiler libprotobuf-dev pkg-config gcc)
 test_pkgs=(sqlite3 wrk nginx-light chromium)
 

@@ -73,8 +73,8 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
     check \"cc compiles and links (the linker cargo uses)\" cc -o /tmp/t /tmp/t.c
     check \"pkg-config runs\" pkg-config --version
     # setup.sh: install pgrep pkill seq curl sed nohup; the server and its
-    # templates: nft ip mmdebstrap tar unshare flock; doctor: unshare.
-    for tool in install pgrep pkill seq curl sed nohup nft ip mmdebstrap tar unshare flock; do
+    # templates: nft ip mmdebstrap mkfs.btrfs tar unshare flock; doctor: unshare.
+    for tool in install pgrep pkill seq curl sed nohup nft ip mmdebstrap mkfs.btrfs tar unshare flock; do
       check \"\$tool is installed\" command -v \"\$tool\"
     done
     check \"*.sandbar.localhost resolves to loopback (nss-myhostname)\" \

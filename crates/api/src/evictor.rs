@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::routes::kill_sandbox;
+use crate::routes::{kill_sandbox, pause_sandbox};
 use crate::AppState;
 
 /// Upper bound on a sleep, so that end times changed by another API process
@@ -42,6 +42,25 @@ pub async fn run(state: AppState) {
 async fn evict_due(state: &AppState) -> Result<Option<chrono::DateTime<Utc>>, crate::ApiError> {
     let node = &state.config.node;
     for id in state.store.expired_sandbox_ids(node, Utc::now()).await? {
+        let Some(rec) = state.store.get_live_sandbox(&id).await? else {
+            continue;
+        };
+        if rec.lifecycle.auto_pause {
+            let mode = if rec.lifecycle.auto_pause_memory {
+                sandbar_runtime::PauseMode::Full
+            } else {
+                sandbar_runtime::PauseMode::Filesystem
+            };
+            match pause_sandbox(state, &rec, mode).await {
+                Ok(()) => {
+                    tracing::info!(sandbox = %id, mode = mode.as_str(), "sandbox timed out and was paused");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "pausing a timed-out sandbox failed; killing it")
+                }
+            }
+        }
         match kill_sandbox(state, &id).await {
             Ok(_) => tracing::info!(sandbox = %id, "sandbox timed out and was killed"),
             Err(e) => {

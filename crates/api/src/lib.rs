@@ -9,6 +9,7 @@ mod auth;
 mod backend;
 mod body;
 mod error;
+mod events;
 mod evictor;
 mod model;
 mod quota;
@@ -82,6 +83,7 @@ pub(crate) type AppState = Arc<Shared>;
 pub struct Api {
     shared: AppState,
     evictor: tokio::task::JoinHandle<()>,
+    events: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Api {
@@ -99,17 +101,24 @@ impl Api {
             evictor_wake: Notify::new(),
             quotas: quota::Quotas::default(),
         });
-        let mut gone = 0;
-        for id in shared.store.live_sandbox_ids(&shared.config.node).await? {
-            if !shared.backend.is_alive(&id) && shared.store.mark_killed(&id).await? {
-                gone += 1;
-            }
-        }
-        if gone > 0 {
-            tracing::info!(gone, "marked sandboxes of a previous run as gone");
+        let events = shared
+            .backend
+            .subscribe()
+            .map(|rx| tokio::spawn(events::run(shared.clone(), rx)));
+        let (paused, gone) = events::reconcile(&shared).await?;
+        if paused + gone > 0 {
+            tracing::info!(
+                paused,
+                gone,
+                "sandboxes of a previous run: paused on their files, or gone"
+            );
         }
         let evictor = tokio::spawn(evictor::run(shared.clone()));
-        Ok(Self { shared, evictor })
+        Ok(Self {
+            shared,
+            evictor,
+            events,
+        })
     }
 
     /// The HTTP service (serve it, or hand it to the proxy for `api.{domain}`).
@@ -117,20 +126,14 @@ impl Api {
         routes::router(self.shared.clone())
     }
 
-    /// Stops the evictor and marks this node's sandboxes gone; call after the
-    /// runtime has killed them.
+    /// Stops the evictor and records what the runtime's shutdown left
+    /// (paused sandboxes as paused, the rest as gone); call after it.
     pub async fn shutdown(self) -> Result<(), ApiError> {
         self.evictor.abort();
-        for id in self
-            .shared
-            .store
-            .live_sandbox_ids(&self.shared.config.node)
-            .await?
-        {
-            if !self.shared.backend.is_alive(&id) {
-                self.shared.store.mark_killed(&id).await?;
-            }
+        if let Some(events) = self.events {
+            events.abort();
         }
+        events::reconcile(&self.shared).await?;
         Ok(())
     }
 }

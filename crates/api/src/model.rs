@@ -16,6 +16,8 @@ pub struct NewSandbox {
     /// Seconds; fractional values round up.
     pub timeout: Option<f64>,
     pub auto_pause: Option<bool>,
+    /// With `autoPause`: keep memory (default) or only files.
+    pub auto_pause_memory: Option<bool>,
     /// Absent means secured: current SDKs no longer send it and E2B always
     /// secures envd; only an explicit `false` (old SDKs) turns the token off.
     pub secure: Option<bool>,
@@ -29,7 +31,82 @@ pub struct NewSandbox {
     pub mcp: Option<serde_json::Value>,
     pub iam: Option<serde_json::Value>,
     pub volume_mounts: Option<serde_json::Value>,
-    pub auto_resume: Option<serde_json::Value>,
+    /// `{enabled: bool}`.
+    pub auto_resume: Option<AutoResume>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct AutoResume {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `POST /sandboxes/{id}/pause`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseBody {
+    /// `true` (default): keep processes and memory; `false`: only files.
+    /// (`requireHealthyGuest` needs no handling: a pause here never depends
+    /// on envd answering.)
+    pub memory: Option<bool>,
+}
+
+/// `POST /sandboxes/{id}/resume` (old SDKs) and `connect`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeBody {
+    pub timeout: Option<f64>,
+    /// `false`: boot afresh on the files even after a full pause.
+    pub memory: Option<bool>,
+}
+
+/// `POST /sandboxes/{id}/snapshots`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotBody {
+    pub name: Option<String>,
+    pub memory: Option<bool>,
+}
+
+/// What snapshot calls answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotInfo {
+    #[serde(rename = "snapshotID")]
+    pub snapshot_id: String,
+    pub names: Vec<String>,
+}
+
+/// `POST /sandboxes/{id}/fork`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkBody {
+    pub count: Option<u32>,
+    pub timeout: Option<f64>,
+}
+
+/// One fork's outcome: a sandbox or an error, never both.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForkResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<Sandbox>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorShape>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorShape {
+    pub code: u16,
+    pub message: String,
+}
+
+/// `lifecycle` in a sandbox's detail.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LifecycleInfo {
+    pub auto_resume: bool,
+    pub on_timeout: &'static str,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -72,11 +149,6 @@ pub struct TimeoutBody {
 #[derive(Debug, Deserialize)]
 pub struct RefreshBody {
     pub duration: Option<f64>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ConnectBody {
-    pub timeout: Option<f64>,
 }
 
 /// The fields every sandbox answer starts with (create, connect, get, list).
@@ -125,6 +197,9 @@ pub struct SandboxDetail {
     pub allow_internet_access: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<serde_json::Value>,
+    pub lifecycle: LifecycleInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pause_mode: Option<String>,
 }
 
 /// A list entry (`ListedSandbox`): the detail fields without the access

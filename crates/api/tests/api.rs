@@ -12,7 +12,10 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use http_body_util::BodyExt;
 use sandbar_api::{Api, ApiConfig, SandboxBackend};
-use sandbar_runtime::{BoxFuture, EgressPolicy, Metrics, RuntimeError, SandboxInfo, SandboxSpec};
+use sandbar_runtime::{
+    BoxFuture, EgressPolicy, LifecycleError, Metrics, PauseMode, RuntimeError, SandboxInfo,
+    SandboxSpec, SnapshotInfo, State,
+};
 use sandbar_store::Store;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -20,8 +23,30 @@ use tower::ServiceExt;
 #[derive(Default)]
 struct FakeNode {
     live: Mutex<HashMap<String, SandboxSpec>>,
+    paused: Mutex<HashMap<String, PauseMode>>,
+    layers: Mutex<Vec<String>>,
     egress: Mutex<Vec<(String, EgressPolicy)>>,
     kills: Mutex<Vec<String>>,
+}
+
+impl FakeNode {
+    fn is_alive(&self, id: &str) -> bool {
+        self.live.lock().unwrap().contains_key(id)
+    }
+
+    fn info(spec: &SandboxSpec, state: State) -> SandboxInfo {
+        SandboxInfo {
+            id: spec.id.clone(),
+            template: spec.template.clone(),
+            cpu_count: spec.cpu_count,
+            memory_mb: spec.memory_mb,
+            disk_mb: spec.disk_mb,
+            started_at: chrono::Utc::now(),
+            addr: Some(std::net::Ipv4Addr::new(10, 0, 0, 2)),
+            state,
+            boot_id: "b".into(),
+        }
+    }
 }
 
 impl SandboxBackend for FakeNode {
@@ -32,17 +57,13 @@ impl SandboxBackend for FakeNode {
         name == "base" || name == "code-interpreter-v1"
     }
 
+    fn has_layer(&self, id: &str) -> bool {
+        self.layers.lock().unwrap().iter().any(|l| l == id)
+    }
+
     fn create(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<SandboxInfo, RuntimeError>> {
         Box::pin(async move {
-            let info = SandboxInfo {
-                id: spec.id.clone(),
-                template: spec.template.clone(),
-                cpu_count: spec.cpu_count,
-                memory_mb: spec.memory_mb,
-                disk_mb: spec.disk_mb,
-                started_at: chrono::Utc::now(),
-                addr: std::net::Ipv4Addr::new(10, 0, 0, 2),
-            };
+            let info = Self::info(&spec, State::Running);
             self.live.lock().unwrap().insert(spec.id.clone(), spec);
             Ok(info)
         })
@@ -51,12 +72,103 @@ impl SandboxBackend for FakeNode {
     fn kill<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
         Box::pin(async move {
             self.kills.lock().unwrap().push(id.to_string());
+            self.paused.lock().unwrap().remove(id);
             Ok(self.live.lock().unwrap().remove(id).is_some())
         })
     }
 
-    fn is_alive(&self, id: &str) -> bool {
-        self.live.lock().unwrap().contains_key(id)
+    fn state(&self, id: &str) -> Option<State> {
+        if !self.is_alive(id) {
+            return None;
+        }
+        Some(match self.paused.lock().unwrap().get(id) {
+            Some(mode) => State::Paused(*mode),
+            None => State::Running,
+        })
+    }
+
+    fn held(&self) -> Vec<(String, State)> {
+        let ids: Vec<String> = self.live.lock().unwrap().keys().cloned().collect();
+        ids.into_iter()
+            .filter_map(|id| self.state(&id).map(|s| (id, s)))
+            .collect()
+    }
+
+    fn spec(&self, id: &str) -> Option<SandboxSpec> {
+        self.live.lock().unwrap().get(id).cloned()
+    }
+
+    fn pause<'a>(
+        &'a self,
+        id: &'a str,
+        mode: PauseMode,
+    ) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            match self.state(id) {
+                None => Err(RuntimeError::NotFound(id.to_string())),
+                Some(State::Paused(_)) => Err(LifecycleError::AlreadyPaused(id.to_string()).into()),
+                Some(_) => {
+                    self.paused.lock().unwrap().insert(id.to_string(), mode);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn resume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SandboxInfo, RuntimeError>> {
+        Box::pin(async move {
+            match self.state(id) {
+                None => Err(RuntimeError::NotFound(id.to_string())),
+                Some(State::Running) => Err(LifecycleError::AlreadyRunning(id.to_string()).into()),
+                Some(_) => {
+                    self.paused.lock().unwrap().remove(id);
+                    let spec = self.spec(id).unwrap();
+                    Ok(Self::info(&spec, State::Running))
+                }
+            }
+        })
+    }
+
+    fn snapshot<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>> {
+        Box::pin(async move {
+            let spec = self
+                .spec(id)
+                .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+            let layer = format!("layer{}", self.layers.lock().unwrap().len());
+            self.layers.lock().unwrap().push(layer.clone());
+            Ok(SnapshotInfo {
+                layer,
+                template: spec.template,
+                cpu_count: spec.cpu_count,
+                memory_mb: spec.memory_mb,
+                disk_mb: spec.disk_mb,
+            })
+        })
+    }
+
+    fn collect_layers(
+        &self,
+        kept: std::collections::HashSet<String>,
+    ) -> BoxFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let bases: Vec<String> = self
+                .live
+                .lock()
+                .unwrap()
+                .values()
+                .filter_map(|s| s.base_layer.clone())
+                .collect();
+            let mut layers = self.layers.lock().unwrap();
+            let (keep, gone): (Vec<String>, Vec<String>) = layers
+                .drain(..)
+                .partition(|l| kept.contains(l) || bases.contains(l));
+            *layers = keep;
+            gone
+        })
+    }
+
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<sandbar_runtime::RuntimeEvent>> {
+        None
     }
 
     fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
@@ -313,23 +425,23 @@ async fn every_error_is_json() {
         "a panic becomes a JSON 500"
     );
 
-    let r = h.call("POST", "/sandboxes/abc/pause", None).await;
-    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
-    assert!(r.body["message"].as_str().unwrap().contains("pause"));
-    assert_eq!(
-        h.call("POST", "/sandboxes/abc/resume", None).await.status,
-        StatusCode::NOT_IMPLEMENTED
-    );
+    for path in ["pause", "resume", "connect", "snapshots", "fork"] {
+        let r = h
+            .call("POST", &format!("/sandboxes/abc/{path}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
+    }
     let r = h
         .call("POST", "/v3/templates", Some(json!({"name": "x"})))
         .await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
     let r = h.call("GET", "/templates/x/builds/y/status", None).await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(
+        h.call("GET", "/snapshots", None).await.status,
+        StatusCode::OK
+    );
     for (method, path) in [
-        ("POST", "/sandboxes/abc/fork"),
-        ("POST", "/sandboxes/abc/snapshots"),
-        ("GET", "/snapshots"),
         ("GET", "/volumes"),
         ("PUT", "/volumecontent/v/file"),
         ("GET", "/secrets"),
@@ -340,14 +452,14 @@ async fn every_error_is_json() {
             "{method} {path}"
         );
     }
-    let r = h
-        .call(
-            "POST",
-            "/v2/sandboxes",
-            Some(json!({"templateID": "base", "autoPause": true})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    // Lifecycle settings E2B refuses are 400s.
+    for body in [
+        json!({"templateID": "base", "autoPauseMemory": false}),
+        json!({"templateID": "base", "autoResume": {"enabled": true}}),
+    ] {
+        let r = h.call("POST", "/v2/sandboxes", Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+    }
     assert!(
         h.node.live.lock().unwrap().is_empty(),
         "failed creates leave nothing behind"

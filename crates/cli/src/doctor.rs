@@ -90,6 +90,7 @@ pub async fn run(data: &DataDir, args: &ServeArgs) -> Result<bool> {
     root(&mut r);
     user_namespaces(&mut r);
     overlayfs(&mut r);
+    layer_store(&mut r);
     cgroups(&mut r);
     let live = instance(&mut r, &args.instance);
     if args.network == NetMode::Node {
@@ -182,6 +183,28 @@ fn overlayfs(r: &mut Report) {
             "overlayfs is not loaded (it is loaded on first use if the kernel has it as a module)",
             "modprobe overlay",
         );
+    }
+}
+
+/// The layer store is a btrfs filesystem on a loop device (see
+/// sandbar-layers): the kernel needs both, and mkfs.btrfs makes it once.
+fn layer_store(r: &mut Report) {
+    let btrfs = std::fs::read_to_string("/proc/filesystems")
+        .map(|s| s.lines().any(|l| l.trim_end().ends_with("btrfs")))
+        .unwrap_or(false);
+    let loops = Path::new("/dev/loop-control").exists();
+    let mkfs = Command::new("mkfs.btrfs").arg("--version").output().is_ok();
+    match (btrfs, loops, mkfs) {
+        (true, true, true) => r.ok("btrfs, loop devices and mkfs.btrfs (the layer store)"),
+        (false, _, _) => r.fail(
+            "the kernel has no btrfs (the layer store of sandboxes' files needs it)",
+            "modprobe btrfs, or use a kernel with CONFIG_BTRFS_FS",
+        ),
+        (_, false, _) => r.fail(
+            "no loop devices (/dev/loop-control): the layer store's image needs one",
+            "modprobe loop, or use a kernel with CONFIG_BLK_DEV_LOOP",
+        ),
+        (_, _, false) => r.fail("mkfs.btrfs is missing", "apt-get install btrfs-progs"),
     }
 }
 

@@ -117,11 +117,39 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub public_ranges: Vec<Ipv4Net>,
+    /// Size of the layer store's image (sandboxes' files, snapshots), made
+    /// at first start in the data dir: bytes, or with a K/M/G/T suffix.
+    /// Default: 80% of the free space there. The image is sparse.
+    #[arg(long, env = "SANDBAR_STORE_SIZE", value_parser = parse_size)]
+    pub store_size: Option<u64>,
     /// A proxy or load balancer in front of sandbar (an address or CIDR)
     /// whose `X-Forwarded-For` is believed; from any other client the
     /// header is replaced with the client's address. Repeatable.
     #[arg(long = "trusted-proxy", env = "SANDBAR_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `100G`, `512M`, `1T` or plain bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("'{s}' is not a size"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        other => return Err(format!("'{s}': unknown unit '{other}' (use K, M, G or T)")),
+    };
+    n.checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(|| format!("'{s}' is too large"))
 }
 
 /// A CIDR, or an address meaning just itself.
@@ -336,6 +364,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     // Warm sandboxes have the resources every create gets (the API's defaults).
     let defaults = ApiConfig::new(String::new());
     let options = RuntimeOptions {
+        store_size: args.store_size,
         warm: args
             .warm
             .iter()
@@ -466,6 +495,16 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::parse_warm;
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(super::parse_size("4096"), Ok(4096));
+        assert_eq!(super::parse_size("100G"), Ok(100 << 30));
+        assert_eq!(super::parse_size("512MiB"), Ok(512 << 20));
+        assert!(super::parse_size("12X").is_err());
+        assert!(super::parse_size("G").is_err());
+        assert!(super::parse_size("99999999999T").is_err());
+    }
 
     #[test]
     fn warm_pools_are_template_equals_count() {

@@ -6,14 +6,6 @@
 //! outside the machine it runs on; it knows nothing of the control plane and
 //! depends on no other sandbar crate but the generated protos.
 
-mod filesystem;
-mod http_api;
-mod process;
-mod reaper;
-mod server;
-mod state;
-mod users;
-
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -22,9 +14,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::process::ProcessService;
-use crate::reaper::Reaper;
-use crate::state::{EnvdState, InitRequest, StartCommand};
+// The modules live in the library target (see lib.rs for why there is one).
+use envd::server;
+use envd::state::{EnvdState, InitRequest, StartCommand};
+use envd::{ProcessService, Reaper};
 
 #[derive(Debug, Parser)]
 #[command(name = "envd", version, about = "The agent inside a sandbox")]

@@ -70,7 +70,7 @@ pub struct NetConfig {
 }
 
 /// What a sandbox may reach.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EgressPolicy {
     /// `false`: nothing leaves the sandbox, DNS included.
     pub allow_internet: bool,
@@ -693,4 +693,33 @@ fn enable_forwarding() -> Result<(), NetError> {
         tracing::info!("enabled net.ipv4.ip_forward: sandboxes reach the internet through this host (left on at exit)");
     }
     Ok(())
+}
+
+/// What the fuzz targets under `fuzz/` feed (not an API: it may change).
+#[doc(hidden)]
+pub mod fuzzing {
+    use ipnet::Ipv4Net;
+
+    use crate::{EgressPolicy, NetError};
+
+    /// The check `Network::acquire` and `Network::set_policy` make before
+    /// touching the firewall, with the operator's `open` and `public` ranges:
+    /// `(allow_internet, allow, deny)` as they would be enforced.
+    pub fn compile_policy(
+        policy: &EgressPolicy,
+        open: &[Ipv4Net],
+        public: &[Ipv4Net],
+    ) -> Result<(bool, Vec<Ipv4Net>, Vec<Ipv4Net>), NetError> {
+        let ranges = crate::nft::Ranges {
+            open: open.to_vec(),
+            public: public.to_vec(),
+        };
+        crate::policy::compile(policy, &ranges).map(|c| (c.allow_internet, c.allow, c.deny))
+    }
+
+    /// The DNS forwarder's answer to a query it refuses (from a sandbox
+    /// that may not resolve), or None when the query does not parse.
+    pub fn dns_refusal(query: &[u8]) -> Option<Vec<u8>> {
+        crate::dns::refusal(query)
+    }
 }

@@ -7,15 +7,19 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sandbar_proxy::{bind, certs, serve, Listener, Proxy};
-use sandbar_runtime::{BoxFuture, Catalog, DialError, Route};
+use sandbar_runtime::{BoxFuture, Catalog, DialError, Found, Route, RuntimeError};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 struct OneServer(SocketAddr);
 
 impl Catalog for OneServer {
-    fn lookup(&self, id: &str) -> Option<Route> {
-        (id == "bench").then(Route::default)
+    fn find(&self, id: &str) -> Option<Found> {
+        (id == "bench").then(|| Found::Running(Route::default()))
+    }
+
+    fn wake<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move { Err(RuntimeError::NotFound(id.to_string())) })
     }
 
     fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<TcpStream, DialError>> {

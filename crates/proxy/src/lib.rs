@@ -41,3 +41,14 @@ pub use envd_routes::ENVD_PORT;
 pub use proxy::{api_service, ApiService, ConnInfo, Proxy};
 pub use server::{bind, serve, Listener};
 pub use traffic_token::{TOKEN_HEADER, TOKEN_QUERY};
+
+/// What the fuzz targets under `fuzz/` feed (not an API: it may change).
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::envd_routes::is_control_path;
+    pub use crate::headers::{
+        add_forwarded, join_cookies, set_host, strip_hop_by_hop, wants_upgrade,
+    };
+    pub use crate::refusal::{wants_html, Refusal};
+    pub use crate::traffic_token::{check as check_traffic_token, Verdict};
+}

@@ -11,7 +11,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use sandbar_runtime::{Catalog, DialError, Route};
+use sandbar_runtime::{Catalog, DialError, Found, Route};
 use tokio_util::sync::CancellationToken;
 use tower::util::BoxCloneSyncService;
 use tower::ServiceExt;
@@ -163,8 +163,24 @@ impl Proxy {
             let path = req.uri().path().to_string();
             return refuse(Refusal::ControlRoute { path }, &req);
         }
-        let Some(route) = self.inner.catalog.lookup(&id) else {
-            return refuse(Refusal::SandboxNotFound { id }, &req);
+        let route = match self.inner.catalog.find(&id) {
+            Some(Found::Running(route)) => route,
+            // Auto-resume: the request that finds it paused wakes it, and is
+            // served once it runs (after a filesystem pause, once envd is up:
+            // the start command's server may take longer, which the dial's
+            // retry covers).
+            Some(Found::Paused {
+                route,
+                auto_resume: true,
+            }) => match self.inner.catalog.wake(&id).await {
+                Ok(()) => route,
+                Err(e) => {
+                    warn!(%id, error = %e, "auto-resume failed");
+                    return refuse(Refusal::Paused { id }, &req);
+                }
+            },
+            Some(Found::Paused { .. }) => return refuse(Refusal::Paused { id }, &req),
+            None => return refuse(Refusal::SandboxNotFound { id }, &req),
         };
         // envd checks its own access token.
         if let (Some(token), false) = (route.traffic_access_token.as_deref(), port == ENVD_PORT) {

@@ -14,6 +14,10 @@ pub enum Refusal {
     SandboxNotFound {
         id: String,
     },
+    /// Paused, and not to be woken by traffic.
+    Paused {
+        id: String,
+    },
     PortClosed {
         id: String,
         port: u16,
@@ -57,9 +61,10 @@ struct Facts<'a> {
 impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::SandboxNotFound { .. } | Self::PortClosed { .. } | Self::Upstream { .. } => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::SandboxNotFound { .. }
+            | Self::Paused { .. }
+            | Self::PortClosed { .. }
+            | Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
             Self::TokenMissing { .. } | Self::TokenInvalid { .. } => StatusCode::FORBIDDEN,
             Self::ControlRoute { .. } | Self::NoApi => StatusCode::NOT_FOUND,
             Self::BadTarget(_) => StatusCode::BAD_REQUEST,
@@ -70,6 +75,7 @@ impl Refusal {
     fn title(&self) -> &'static str {
         match self {
             Self::SandboxNotFound { .. } => "Sandbox not found",
+            Self::Paused { .. } => "Sandbox paused",
             Self::PortClosed { .. } => "Closed port",
             Self::TokenMissing { .. } | Self::TokenInvalid { .. } => {
                 "Traffic access token required"
@@ -86,6 +92,7 @@ impl Refusal {
         let code = self.status().as_u16();
         let (sandbox_id, port, path) = match self {
             Self::SandboxNotFound { id }
+            | Self::Paused { id }
             | Self::TokenMissing { id }
             | Self::TokenInvalid { id } => (Some(id.as_str()), None, None),
             Self::PortClosed { id, port } | Self::Upstream { id, port, .. } => {
@@ -96,6 +103,9 @@ impl Refusal {
         };
         let message = match self {
             Self::SandboxNotFound { .. } => "The sandbox was not found".to_string(),
+            Self::Paused { .. } => {
+                "The sandbox is paused; resume it (Sandbox.connect) to reach it".to_string()
+            }
             Self::PortClosed { .. } => "The sandbox is running but port is not open".to_string(),
             Self::TokenMissing { .. } => format!(
                 "Sandbox is secured with traffic access token. Token header '{TOKEN_HEADER}' is missing"

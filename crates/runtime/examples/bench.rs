@@ -23,6 +23,8 @@ fn spec(id: String) -> SandboxSpec {
         envd_access_token: None,
         egress: EgressPolicy::default(),
         route: Route::default(),
+        base_layer: None,
+        auto_resume: false,
     }
 }
 

@@ -40,7 +40,11 @@ use std::time::{Duration, Instant};
 
 const ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids"];
+/// `freezer` holds a paused sandbox still in place (v2 has `cgroup.freeze`).
+const V1_CONTROLLERS: &[&str] = &["cpu", "cpuacct", "memory", "pids", "freezer"];
+/// How long a freeze may take before it counts as failed (processes in
+/// uninterruptible sleep delay it).
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 const CPU_PERIOD_US: u64 = 100_000;
 
 #[derive(Debug, thiserror::Error)]
@@ -374,6 +378,62 @@ impl Cgroup {
         match self.dir_with("cpu.shares") {
             Some(f) => write(&f, &shares.to_string()),
             None => Ok(()),
+        }
+    }
+
+    /// Stops every process of the cgroup in place (they keep their memory,
+    /// use no CPU) and returns once they all are.
+    pub fn freeze(&self) -> Result<(), CgroupError> {
+        self.set_frozen(true)
+    }
+
+    pub fn thaw(&self) -> Result<(), CgroupError> {
+        self.set_frozen(false)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<(), CgroupError> {
+        // (control file, value to write, file that tells, done when it reads)
+        let (file, value, state_file) = match (self.v2, frozen) {
+            (true, true) => ("cgroup.freeze", "1", "cgroup.events"),
+            (true, false) => ("cgroup.freeze", "0", "cgroup.events"),
+            (false, true) => ("freezer.state", "FROZEN", "freezer.state"),
+            (false, false) => ("freezer.state", "THAWED", "freezer.state"),
+        };
+        let v2 = self.v2;
+        let done = |s: &str| {
+            if v2 {
+                stat_value(s, "frozen") == Some(u64::from(frozen))
+            } else {
+                s.trim() == value
+            }
+        };
+        let path = self.dir_with(file).ok_or_else(|| {
+            err(&self.dirs[0])(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no {file}: the freezer controller is not mounted"),
+            ))
+        })?;
+        write(&path, value)?;
+        let state = path.with_file_name(state_file);
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        // Freezing is asynchronous: wait until the kernel says it is done
+        // (usually within a millisecond).
+        let mut pause = Duration::from_micros(100);
+        loop {
+            if done(&read(&state)?) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(err(&state)(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "not {} within {FREEZE_TIMEOUT:?}",
+                        if frozen { "frozen" } else { "thawed" }
+                    ),
+                )));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
         }
     }
 

@@ -1,5 +1,6 @@
 //! Removing what a previous process of the same instance left behind:
-//! processes (through their cgroups), mounts and sandbox directories.
+//! processes (through their cgroups) and mounts. Its sandboxes' files are
+//! recovered (`runtime::persist::recover`), not removed.
 
 use std::path::{Path, PathBuf};
 
@@ -58,11 +59,13 @@ pub(crate) fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
             }
         }
     }
-    for log in [
+    for file in [
         crate::sandbox_log::LOG_FILE,
         crate::sandbox_log::ROTATED_FILE,
+        "sandbox.json",
+        ".sandbox.json.tmp",
     ] {
-        match std::fs::remove_file(dir.join(log)) {
+        match std::fs::remove_file(dir.join(file)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
@@ -82,7 +85,6 @@ pub(crate) fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
 pub(crate) struct Leftovers {
     pub cgroups: usize,
     pub mounts: usize,
-    pub dirs: usize,
 }
 
 pub(crate) fn clean(instance: &str, sandboxes_dir: &Path, cgroups: &Hierarchy) -> Leftovers {
@@ -98,16 +100,8 @@ pub(crate) fn clean(instance: &str, sandboxes_dir: &Path, cgroups: &Hierarchy) -
             }
         }
     }
-    if let Ok(entries) = std::fs::read_dir(sandboxes_dir) {
-        for e in entries.flatten() {
-            match remove_sandbox_dir(&e.path()) {
-                Ok(()) => left.dirs += 1,
-                Err(err) => {
-                    tracing::warn!(dir = %e.path().display(), error = %err, "leftover sandbox dir could not be removed")
-                }
-            }
-        }
-    }
+    // The sandbox directories stay: the runtime takes them (and their
+    // writable layers) back as paused sandboxes, see `persist::recover`.
     left
 }
 

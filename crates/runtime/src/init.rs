@@ -60,12 +60,17 @@ pub use crate::templates::INTERPRETER_PATH;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InitSpec {
     pub id: String,
-    /// Template root filesystem: the overlay's read-only lower layer.
-    pub lower: PathBuf,
-    /// Per-sandbox dir: `root/` (overlay), `rw/` (tmpfs).
+    /// The overlay's read-only lower layers, top first: snapshot layers,
+    /// then the template's root filesystem.
+    pub lowers: Vec<PathBuf>,
+    /// The sandbox's writable layer (on the layer store, with its quota).
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    /// Per-sandbox dir: `root/` (the overlay's mount point), logs, spec.
     pub dir: PathBuf,
+    /// Bound over `/proc/sys/kernel/random/boot_id` inside.
+    pub boot_id_file: PathBuf,
     pub uid_base: u32,
-    pub disk_mb: u64,
     /// Bind-mounted network namespace to join; `None`: a private one with
     /// loopback only.
     pub netns: Option<PathBuf>,
@@ -293,40 +298,28 @@ fn mnt(
 struct ChildTargets {
     proc: PathBuf,
     sys: PathBuf,
+    /// The file bound over the new /proc's boot_id.
+    boot_id: PathBuf,
 }
 
 fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
     let base = spec.uid_base;
-    let rw = spec.dir.join("rw");
     let nosuid_nodev = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mnt(
-        "tmpfs",
-        &rw,
-        "tmpfs",
-        nosuid_nodev,
-        Some(&format!("size={}m,mode=0700", spec.disk_mb.max(1))),
-    )?;
-    let upper = rw.join("upper");
-    let work = rw.join("work");
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(&work)
-        .step(|| "mkdir work".into())?;
+    let (upper, work) = (&spec.upper, &spec.work);
     // The overlay's root takes its owner and mode from the upper dir.
-    let lower_meta =
-        std::fs::metadata(&spec.lower).step(|| format!("stat {}", spec.lower.display()))?;
-    std::fs::DirBuilder::new()
-        .mode(0o755)
-        .create(&upper)
-        .step(|| "mkdir upper".into())?;
+    let bottom = spec
+        .lowers
+        .last()
+        .ok_or_else(|| other("overlay", "no lower layer"))?;
+    let lower_meta = std::fs::metadata(bottom).step(|| format!("stat {}", bottom.display()))?;
     std::os::unix::fs::chown(
-        &upper,
+        upper,
         Some(std::os::unix::fs::MetadataExt::uid(&lower_meta)),
         Some(std::os::unix::fs::MetadataExt::gid(&lower_meta)),
     )
     .step(|| "chown upper".into())?;
     std::fs::set_permissions(
-        &upper,
+        upper,
         std::fs::Permissions::from_mode(std::os::unix::fs::MetadataExt::mode(&lower_meta) & 0o7777),
     )
     .step(|| "chmod upper".into())?;
@@ -342,11 +335,19 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
         std::mem::forget(fd);
         Ok(path)
     };
+    let lowers = spec
+        .lowers
+        .iter()
+        .map(|p| layer(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(":");
+    // Layers must mean the same under any stack they end up in (a
+    // snapshot's becomes a lower layer of other sandboxes): no redirects,
+    // no index, no metadata-only copies.
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},volatile",
-        layer(&spec.lower)?,
-        layer(&upper)?,
-        layer(&work)?
+        "lowerdir={lowers},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off",
+        layer(upper)?,
+        layer(work)?
     );
     mnt("overlay", root, "overlay", MsFlags::empty(), Some(&opts))?;
 
@@ -448,6 +449,7 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
     Ok(ChildTargets {
         proc: target_in_root(&rootfd, "/proc", true)?,
         sys: target_in_root(&rootfd, "/sys", true)?,
+        boot_id: spec.boot_id_file.clone(),
     })
 }
 
@@ -592,6 +594,27 @@ fn child_steps(
         flags | MsFlags::MS_RDONLY,
         None,
     )?;
+    // This boot's own boot id, as a machine has (the kernel's is one for
+    // the host): clients tell a resumed sandbox from a rebooted one by it.
+    // Through the root's own path, not the /proc/self/fd one: a walk from
+    // a descriptor's directory would not enter the proc mount made on it.
+    let boot_id = root.join("proc/sys/kernel/random/boot_id");
+    mount(
+        Some(&targets.boot_id),
+        &boot_id,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .step(|| "bind the boot id".into())?;
+    mount(
+        None::<&str>,
+        &boot_id,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+        None::<&str>,
+    )
+    .step(|| "make the boot id read-only".into())?;
 
     nix::unistd::chdir(root).step(|| "chdir root".into())?;
     nix::unistd::pivot_root(".", ".").step(|| "pivot_root".into())?;
@@ -619,9 +642,15 @@ fn child_steps(
     let zero_uid = nix::unistd::Uid::from_raw(0);
     nix::unistd::setresgid(zero_gid, zero_gid, zero_gid).step(|| "setresgid 0".into())?;
     nix::unistd::setresuid(zero_uid, zero_uid, zero_uid).step(|| "setresuid 0".into())?;
-    unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .step(|| "unshare uts/ipc namespaces".into())?;
+    // Mount, uts and ipc namespaces owned by the sandbox's user namespace
+    // (the mount namespace a locked copy of the one the helper built): what
+    // lets CRIU checkpoint the sandbox as a whole.
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .step(|| "unshare mount/uts/ipc namespaces".into())?;
     nix::unistd::sethostname(&spec.hostname).step(|| "sethostname".into())?;
+    // PID 1 leads its own session: no session or process group of the
+    // sandbox points outside its pid namespace.
+    nix::unistd::setsid().step(|| "setsid".into())?;
 
     // stdio: nothing in, envd's output to the runtime's log pipe (a pipe,
     // never a host file: see `sandbox_log`); fd 3: ready.

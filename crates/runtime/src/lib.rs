@@ -3,14 +3,18 @@
 //! init), keeps the catalog of live sandboxes, tears them down, and cleans up
 //! what a crashed predecessor left.
 //!
-//! Owns: templates on disk and sandbox processes, mounts and cgroups. Must not
-//! touch: HTTP, the database, TLS. Network objects come from `sandbar-net`.
+//! Owns: templates on disk, sandbox processes, mounts and cgroups, and each
+//! sandbox's lifecycle ([`lifecycle`]): pause, resume, snapshots, what
+//! survives a restart. Must not touch: HTTP, the database, TLS. Network
+//! objects come from `sandbar-net`, writable and snapshot layers from
+//! `sandbar-layers`.
 
 mod binaries;
 pub mod cgroup;
 mod cleanup;
 mod dial;
 pub mod init;
+pub mod lifecycle;
 mod pid1;
 pub mod privileges;
 mod runtime;
@@ -25,7 +29,9 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
-pub use runtime::{Runtime, RuntimeOptions, WarmSpec};
+pub use lifecycle::{LifecycleError, PauseMode, State};
+pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmSpec};
+pub use sandbar_layers::LayerError;
 pub use sandbar_net::{EgressPolicy, NetError, Network};
 
 /// Where the runtime keeps its files and which ids it maps sandboxes to.
@@ -48,7 +54,7 @@ pub struct RuntimeConfig {
 }
 
 /// How the edge proxy should treat a sandbox's public traffic.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Route {
     /// When set, requests (except to envd's port) need header
     /// `e2b-traffic-access-token` with this value.
@@ -57,8 +63,10 @@ pub struct Route {
     pub mask_request_host: Option<String>,
 }
 
-/// What to make.
-#[derive(Debug, Clone)]
+/// What to make. Kept with the sandbox (`sandbox.json` in its directory,
+/// root-only: env vars may hold secrets) so that a paused sandbox can boot
+/// again, after a restart of the server too.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SandboxSpec {
     pub id: String,
     pub template: String,
@@ -70,9 +78,15 @@ pub struct SandboxSpec {
     pub envd_access_token: Option<String>,
     pub egress: EgressPolicy,
     pub route: Route,
+    /// The layer to start on (a snapshot's), above the template.
+    #[serde(default)]
+    pub base_layer: Option<String>,
+    /// Resumed by a request to its URL while paused.
+    #[serde(default)]
+    pub auto_resume: bool,
 }
 
-/// A live sandbox as the runtime sees it.
+/// A sandbox as the runtime sees it.
 #[derive(Debug, Clone)]
 pub struct SandboxInfo {
     pub id: String,
@@ -80,9 +94,25 @@ pub struct SandboxInfo {
     pub cpu_count: u32,
     pub memory_mb: u64,
     pub disk_mb: u64,
+    /// When this boot of it started.
     pub started_at: DateTime<Utc>,
-    /// Address of the sandbox inside the node's sandbox network.
-    pub addr: std::net::Ipv4Addr,
+    /// Address of the sandbox inside the node's sandbox network (None
+    /// while it has no network: paused to its files).
+    pub addr: Option<std::net::Ipv4Addr>,
+    pub state: State,
+    /// This boot's `/proc/sys/kernel/random/boot_id`.
+    pub boot_id: String,
+}
+
+/// A snapshot layer just made.
+#[derive(Debug, Clone)]
+pub struct SnapshotInfo {
+    pub layer: String,
+    pub template: String,
+    /// The sandbox's resources, which sandboxes started from it get.
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
 }
 
 /// Resource use read from the sandbox's cgroup and upper layer.
@@ -115,6 +145,12 @@ pub enum RuntimeError {
     },
     #[error("sandbox failed to start: {0}")]
     Start(String),
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    #[error("layer store: {0}")]
+    Layers(#[from] LayerError),
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl From<templates::TemplateError> for RuntimeError {
@@ -146,11 +182,31 @@ pub enum DialError {
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What the edge proxy finds under a sandbox id.
+#[derive(Debug, Clone)]
+pub enum Found {
+    Running(Route),
+    /// Paused; a request may wake it when `auto_resume` is set.
+    Paused {
+        route: Route,
+        auto_resume: bool,
+    },
+}
+
 /// What the edge proxy may know of sandboxes: where they are and how to reach
 /// a port inside. Implemented by [`Runtime`] on one node; a multi-node
 /// deployment implements it over the shared catalog.
 pub trait Catalog: Send + Sync + 'static {
-    fn lookup(&self, id: &str) -> Option<Route>;
+    /// A running sandbox's route (`None`: not running).
+    fn lookup(&self, id: &str) -> Option<Route> {
+        match self.find(id)? {
+            Found::Running(route) => Some(route),
+            Found::Paused { .. } => None,
+        }
+    }
+    fn find(&self, id: &str) -> Option<Found>;
+    /// Resumes a paused sandbox for a request that woke it (auto-resume).
+    fn wake<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>>;
     fn dial<'a>(
         &'a self,
         id: &'a str,

@@ -1,27 +1,29 @@
-//! The node runtime: creating sandboxes through the helper (see [`crate::init`]),
-//! the catalog of live ones, metrics, teardown and startup cleanup.
+//! The node runtime: the catalog of sandboxes (running and paused), making
+//! and killing them, metrics, startup recovery and shutdown. Booting lives in
+//! [`launch`], what outlives processes (pause, resume, snapshots, restarts)
+//! in [`persist`], sandboxes made ahead in [`pool`].
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use sandbar_layers::{LayerStore, StoreConfig, Writable};
 use sandbar_net::{EgressPolicy, NetError, Network, SandboxNet};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
+mod launch;
+mod persist;
 mod pool;
 
 pub use pool::WarmSpec;
 
-use crate::cgroup::{Cgroup, Hierarchy, Limits};
-use crate::init::{InitSpec, INIT_ARG, INIT_FILE};
+use crate::cgroup::{Cgroup, Hierarchy};
+use crate::lifecycle::{PauseMode, State};
 use crate::pid1::Pid1;
 use crate::templates::{Template, TemplateStore};
 use crate::{
-    BoxFuture, Catalog, DialError, Metrics, Route, RuntimeConfig, RuntimeError, SandboxInfo,
+    BoxFuture, Catalog, DialError, Found, Metrics, Route, RuntimeConfig, RuntimeError, SandboxInfo,
     SandboxSpec,
 };
 
@@ -31,9 +33,9 @@ pub const ENVD_PORT: u16 = 49983;
 /// Tunables with sensible defaults.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
-    /// Binary that runs the helper when given [`INIT_ARG`] as its first
-    /// argument (it calls [`crate::init::main_if_requested`]). Default: the
-    /// running executable, which is right for the `sandbar` binary.
+    /// Binary that runs the helper when given [`crate::init::INIT_ARG`] as
+    /// its first argument (it calls [`crate::init::main_if_requested`]).
+    /// Default: the running executable, which is right for `sandbar`.
     pub helper_exe: Option<PathBuf>,
     /// How long a create may take until envd is ready.
     pub create_timeout: Duration,
@@ -44,6 +46,8 @@ pub struct RuntimeOptions {
     pub hostname: String,
     /// Sandboxes to keep made ahead of demand.
     pub warm: Vec<WarmSpec>,
+    /// Size of a new layer-store image (`None`: 80% of the free space).
+    pub store_size: Option<u64>,
 }
 
 impl Default for RuntimeOptions {
@@ -55,13 +59,26 @@ impl Default for RuntimeOptions {
             seccomp: true,
             hostname: "sandbox".into(),
             warm: Vec::new(),
+            store_size: None,
         }
     }
 }
 
-fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
+pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
     let context = context.into();
     move |source| RuntimeError::Io { context, source }
+}
+
+/// What happened to a sandbox that its owner (the API) did not ask for, or
+/// that it must record: the runtime tells, the API keeps its records true.
+#[derive(Debug, Clone)]
+pub enum RuntimeEvent {
+    /// Resumed by a request to its URL (auto-resume).
+    Resumed { id: String },
+    /// Paused by the runtime (at shutdown).
+    Paused { id: String, mode: PauseMode },
+    /// Its processes ended on their own; it is gone.
+    Died { id: String },
 }
 
 /// How sandboxes get their network.
@@ -72,7 +89,7 @@ enum NetMode {
     Private,
 }
 
-/// A live sandbox.
+/// A sandbox's processes and what they hold.
 struct Sandbox {
     info: SandboxInfo,
     route: Route,
@@ -82,15 +99,19 @@ struct Sandbox {
     pid1: Pid1,
     cgroup: Cgroup,
     dir: PathBuf,
+    writable: Writable,
     cpu_sample: Mutex<(Instant, u64)>,
     /// Copies envd's output into the sandbox's log; ends once every process
     /// of the sandbox is gone.
     log: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-enum Slot {
-    Starting,
-    Live(Arc<Sandbox>),
+/// A sandbox the runtime holds, with or without processes.
+struct Entry {
+    state: State,
+    spec: Arc<SandboxSpec>,
+    /// Its processes (running, or frozen by a full pause).
+    live: Option<Arc<Sandbox>>,
 }
 
 /// The node runtime.
@@ -100,25 +121,18 @@ pub struct Runtime {
     _claim: sandbar_net::InstanceClaim,
     /// envd and sandbar-interpreter as sandboxes see them; gone at shutdown.
     binaries: Mutex<Option<Arc<crate::binaries::Binaries>>>,
+    /// Writable and snapshot layers; closed at shutdown.
+    layer_store: Mutex<Option<Arc<LayerStore>>>,
     config: RuntimeConfig,
     options: RuntimeOptions,
     net: NetMode,
     store: TemplateStore,
     cgroups: Hierarchy,
     helper: PathBuf,
-    sandboxes: Mutex<HashMap<String, Slot>>,
+    sandboxes: Mutex<HashMap<String, Entry>>,
     pool: pool::WarmPool,
+    events: tokio::sync::broadcast::Sender<RuntimeEvent>,
     this: Weak<Runtime>,
-}
-
-/// Resources of a sandbox being made, undone if making it fails.
-#[derive(Default)]
-struct Partial {
-    dir: Option<PathBuf>,
-    cgroup: Option<Cgroup>,
-    net: Option<SandboxNet>,
-    pid1: Option<Pid1>,
-    log: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Runtime {
@@ -173,23 +187,28 @@ impl Runtime {
             cgroups.clone(),
             store.clone(),
         );
-        let left = tokio::task::spawn_blocking(move || {
+        let store_config = StoreConfig {
+            data_dir: config.data_dir.clone(),
+            size_bytes: options.store_size,
+        };
+        let (left, layers) = tokio::task::spawn_blocking(move || {
+            // Processes and mounts of a previous run go; its files stay.
             let left = crate::cleanup::clean(&instance, &dir, &hier);
             st.remove_retired();
-            left
+            (left, LayerStore::open(&store_config))
         })
         .await
         .map_err(|e| RuntimeError::Start(format!("startup cleanup panicked: {e}")))?;
+        let layers = Arc::new(layers?);
         let binaries = crate::binaries::Binaries::install(
             &config.instance,
             &config.envd_bin,
             config.interpreter_bin.as_deref().filter(|p| p.is_file()),
         )?;
-        if left.cgroups + left.mounts + left.dirs > 0 {
+        if left.cgroups + left.mounts > 0 {
             tracing::info!(
                 cgroups = left.cgroups,
                 mounts = left.mounts,
-                dirs = left.dirs,
                 "removed leftovers of a previous run"
             );
         }
@@ -200,6 +219,7 @@ impl Runtime {
         let runtime = Arc::new_cyclic(|this| Self {
             _claim: claim,
             binaries: Mutex::new(Some(Arc::new(binaries))),
+            layer_store: Mutex::new(Some(layers)),
             config,
             options,
             net,
@@ -208,8 +228,16 @@ impl Runtime {
             helper,
             sandboxes: Mutex::new(HashMap::new()),
             pool: pool::WarmPool::default(),
+            events: tokio::sync::broadcast::channel(1024).0,
             this: this.clone(),
         });
+        let recovered = runtime.recover();
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "sandboxes of a previous run are paused on their files"
+            );
+        }
         runtime.refill_pools();
         Ok(runtime)
     }
@@ -218,30 +246,51 @@ impl Runtime {
         &self.store
     }
 
-    fn sandbox_dir(&self, id: &str) -> PathBuf {
-        self.config.data_dir.join("sandboxes").join(id)
+    fn layers(&self) -> Result<Arc<LayerStore>, RuntimeError> {
+        self.layer_store
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| RuntimeError::Start("the runtime is shutting down".into()))
+    }
+
+    /// What happens to sandboxes without being asked (see [`RuntimeEvent`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, event: RuntimeEvent) {
+        let _ = self.events.send(event);
     }
 
     /// Makes a sandbox (or hands over a warm one that fits); returns once
     /// envd inside accepts connections.
     pub async fn create(&self, spec: SandboxSpec) -> Result<SandboxInfo, RuntimeError> {
         if !valid_id(&spec.id) {
-            return Err(RuntimeError::Start(format!(
+            return Err(RuntimeError::Invalid(format!(
                 "invalid sandbox id '{}'",
                 spec.id
             )));
         }
+        let spec = Arc::new(spec);
         {
             let mut map = self.sandboxes.lock().unwrap();
             if map.contains_key(&spec.id) {
-                return Err(RuntimeError::AlreadyExists(spec.id));
+                return Err(RuntimeError::AlreadyExists(spec.id.clone()));
             }
-            map.insert(spec.id.clone(), Slot::Starting);
+            map.insert(
+                spec.id.clone(),
+                Entry {
+                    state: State::Starting,
+                    spec: spec.clone(),
+                    live: None,
+                },
+            );
         }
         let started = Instant::now();
         let made = match self.take_warm(&spec).await {
             Some(sb) => Ok(sb),
-            None => self.make(&spec).await,
+            None => self.boot(&spec).await,
         };
         let sandbox = match made {
             Ok(sb) => Arc::new(sb),
@@ -251,49 +300,38 @@ impl Runtime {
             }
         };
         let info = sandbox.info.clone();
-        self.sandboxes
-            .lock()
-            .unwrap()
-            .insert(spec.id.clone(), Slot::Live(sandbox.clone()));
+        let killed_meanwhile = {
+            let mut map = self.sandboxes.lock().unwrap();
+            match map.get_mut(&spec.id) {
+                Some(e) => {
+                    e.state = State::Running;
+                    e.live = Some(sandbox.clone());
+                    false
+                }
+                None => true,
+            }
+        };
+        if killed_meanwhile {
+            self.stop(&sandbox, false).await;
+            return Err(RuntimeError::NotFound(spec.id.clone()));
+        }
         self.watch_exit(sandbox);
-        tracing::debug!(id = %spec.id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox ready");
+        tracing::debug!(sandbox = %spec.id, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "sandbox ready");
         Ok(info)
     }
 
-    /// Makes a sandbox that is in no catalog yet; undoes what it made if it
-    /// fails.
-    async fn make(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
+    fn template_for(&self, name: &str) -> Result<Template, RuntimeError> {
         let template = self
             .store
-            .get(&spec.template)?
-            .ok_or_else(|| RuntimeError::TemplateNotFound(spec.template.clone()))?;
+            .get(name)?
+            .ok_or_else(|| RuntimeError::TemplateNotFound(name.to_string()))?;
         if template.meta.uid_base != self.config.uid_base {
             return Err(RuntimeError::Start(format!(
-                "template '{}' was built for uid base {}, this runtime maps to {}: rebuild it",
-                spec.template, template.meta.uid_base, self.config.uid_base
+                "template '{name}' was built for uid base {}, this runtime maps to {}: rebuild it",
+                template.meta.uid_base, self.config.uid_base
             )));
         }
-        let binaries = self
-            .binaries
-            .lock()
-            .unwrap()
-            .clone()
-            .ok_or_else(|| RuntimeError::Start("the runtime is shutting down".into()))?;
-        let interpreter_bin = self.interpreter_for(&spec.template, &template, &binaries)?;
-        let mut partial = Partial::default();
-        let made = self
-            .launch(
-                spec,
-                &template,
-                &binaries.envd,
-                interpreter_bin,
-                &mut partial,
-            )
-            .await;
-        if made.is_err() {
-            self.undo(partial).await;
-        }
-        made
+        Ok(template)
     }
 
     /// The host binary to bind at [`crate::templates::INTERPRETER_PATH`] when `template`'s
@@ -320,371 +358,118 @@ impl Runtime {
         }
     }
 
-    async fn launch(
-        &self,
-        spec: &SandboxSpec,
-        template: &Template,
-        envd_bin: &Path,
-        interpreter_bin: Option<PathBuf>,
-        partial: &mut Partial,
-    ) -> Result<Sandbox, RuntimeError> {
-        let t_start = Instant::now();
-        let dir = self.sandbox_dir(&spec.id);
-        partial.dir = Some(dir.clone());
-        for sub in ["root", "rw"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(io(format!("create {}", dir.join(sub).display())))?;
-        }
-        let limits = Limits {
-            memory_bytes: spec.memory_mb.max(16) << 20,
-            cpus: spec.cpu_count.max(1),
-            pids_max: self.options.pids_max,
-        };
-        let cgroup = self
-            .cgroups
-            .create(&self.config.instance, &spec.id, limits)?;
-        partial.cgroup = Some(cgroup.clone());
-        let net = match &self.net {
-            NetMode::Node(n) => Some(n.acquire(&spec.egress).await?),
-            NetMode::Private => None,
-        };
-        partial.net = net.clone();
-
-        let init_json = init_json(spec, template.meta.start_cmd.as_deref());
-        let init = InitSpec {
-            id: spec.id.clone(),
-            lower: template.rootfs.clone(),
-            dir: dir.clone(),
-            uid_base: self.config.uid_base,
-            disk_mb: spec.disk_mb,
-            netns: net.as_ref().map(|n| n.netns_path.clone()),
-            resolver: net.as_ref().map(|n| n.gateway),
-            hostname: self.options.hostname.clone(),
-            envd_bin: envd_bin.to_path_buf(),
-            interpreter_bin,
-            envd_port: ENVD_PORT,
-            init_json: init_json.to_string(),
-            cgroup_join: cgroup.join_files(),
-            seccomp: self.options.seccomp,
-            log_fd: crate::init::LOG_FD,
-        };
-        let t_prepared = Instant::now();
-        let input = serde_json::to_vec(&init)
-            .map_err(|e| RuntimeError::Start(format!("encode the helper spec: {e}")))?;
-
-        let (log_read, log_write) =
-            crate::sandbox_log::pipe().map_err(io("make envd's log pipe"))?;
-        partial.log = Some(
-            crate::sandbox_log::spawn(log_read, dir.clone()).map_err(io("read envd's log pipe"))?,
-        );
-        let log_write_fd = std::os::fd::AsRawFd::as_raw_fd(&log_write);
-        let mut command = tokio::process::Command::new(&self.helper);
-        command
-            .arg(INIT_ARG)
-            .env_clear()
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        // SAFETY: dup2 is async-signal-safe; it runs in the forked child
-        // before exec, and clears CLOEXEC on the copy it makes.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::dup2(log_write_fd, crate::init::LOG_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let spawned = command.spawn();
-        // The helper (and envd after it) hold the write end now; ours would
-        // keep the log reader from ever seeing the end.
-        drop(log_write);
-        let mut helper = spawned.map_err(io(format!(
-            "run the sandbox helper {}",
-            self.helper.display()
-        )))?;
-        let mut stdin = helper.stdin.take().expect("piped");
-        let mut stdout = BufReader::new(helper.stdout.take().expect("piped"));
-        let mut stderr = helper.stderr.take().expect("piped");
-        let errors = tokio::spawn(async move {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s).await;
-            s
-        });
-
-        let deadline = tokio::time::Instant::now() + self.options.create_timeout;
-        let handshake = async {
-            stdin.write_all(&input).await?;
-            drop(stdin);
-            let mut line = String::new();
-            stdout.read_line(&mut line).await?;
-            Ok::<_, std::io::Error>(line)
-        };
-        let line = match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(line)) => line,
-            Ok(Err(e)) => return Err(io("talk to the sandbox helper")(e)),
-            Err(_) => {
-                let _ = helper.start_kill();
-                let _ = helper.wait().await;
-                return Err(RuntimeError::Start(format!(
-                    "the sandbox helper did not start within {:?}",
-                    self.options.create_timeout
-                )));
-            }
-        };
-        let Some(pid) = crate::init::parse_pid_line(&line) else {
-            let status = helper
-                .wait()
-                .await
-                .map_err(io("wait for the sandbox helper"))?;
-            let msg = errors.await.unwrap_or_default();
-            return Err(RuntimeError::Start(format!(
-                "sandbox helper failed ({status}): {}",
-                msg.trim()
-            )));
-        };
-        partial.pid1 = Some(Pid1::adopt(pid).map_err(io("watch the sandbox's init"))?);
-        let t_forked = Instant::now();
-
-        // The next byte on the pipe is envd's: it listens.
-        let mut byte = [0u8; 1];
-        let ready = tokio::time::timeout_at(deadline, stdout.read(&mut byte)).await;
-        let status = tokio::time::timeout_at(deadline, helper.wait()).await;
-        let helper_failed = match &status {
-            Ok(Ok(s)) => (!s.success()).then(|| s.to_string()),
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => {
-                let _ = helper.start_kill();
-                Some("timed out".into())
-            }
-        };
-        match ready {
-            Ok(Ok(1)) if helper_failed.is_none() => {}
-            Ok(Ok(_)) | Ok(Err(_)) => {
-                let msg = errors.await.unwrap_or_default();
-                let msg = if msg.trim().is_empty() {
-                    format!(
-                        "envd exited before it was ready; its log: {}",
-                        crate::sandbox_log::tail(&dir, 10)
-                    )
-                } else {
-                    msg.trim().to_string()
-                };
-                return Err(RuntimeError::Start(msg));
-            }
-            Err(_) => {
-                return Err(RuntimeError::Start(format!(
-                    "envd was not ready within {:?}; its log: {}",
-                    self.options.create_timeout,
-                    crate::sandbox_log::tail(&dir, 10)
-                )));
-            }
-        }
-
-        tracing::debug!(
-            id = %spec.id,
-            prepare_ms = (t_prepared - t_start).as_secs_f64() * 1e3,
-            helper_ms = (t_forked - t_prepared).as_secs_f64() * 1e3,
-            envd_ms = t_forked.elapsed().as_secs_f64() * 1e3,
-            "sandbox phases"
-        );
-        let root = crate::sys::open_path(
-            Path::new(&format!("/proc/{pid}/root")),
-            libc::O_PATH | libc::O_DIRECTORY,
-        )
-        .map_err(io("open the sandbox root"))?;
-        if let Err(e) = crate::sys::unlink_in_root(&root, INIT_FILE) {
-            tracing::warn!(id = %spec.id, error = %e, "could not remove envd's init file");
-        }
-        let netns = Arc::new(
-            crate::sys::open_path(Path::new(&format!("/proc/{pid}/ns/net")), libc::O_RDONLY)
-                .map_err(io("open the sandbox's network namespace"))?,
-        );
-        let cpu_ns = cgroup.usage().map(|u| u.cpu_ns).unwrap_or(0);
-        let pid1 = partial.pid1.take().expect("set above");
-        let log = partial.log.take();
-        partial.dir = None;
-        partial.cgroup = None;
-        partial.net = None;
-        Ok(Sandbox {
-            info: SandboxInfo {
-                id: spec.id.clone(),
-                template: spec.template.clone(),
-                cpu_count: spec.cpu_count,
-                memory_mb: spec.memory_mb,
-                disk_mb: spec.disk_mb,
-                started_at: Utc::now(),
-                addr: net.as_ref().map(|n| n.addr).unwrap_or(Ipv4Addr::LOCALHOST),
-            },
-            route: spec.route.clone(),
-            net,
-            netns,
-            pid1,
-            cgroup,
-            dir,
-            cpu_sample: Mutex::new((Instant::now(), cpu_ns)),
-            log: Mutex::new(log),
-        })
-    }
-
-    /// Undoes a failed create.
-    async fn undo(&self, partial: Partial) {
-        if let Some(pid1) = &partial.pid1 {
-            if !pid1.kill_and_wait(Duration::from_secs(10)).await {
-                tracing::warn!(pid = pid1.pid, "a failed sandbox's init did not exit");
-            }
-        }
-        self.release(partial.cgroup, partial.log, partial.dir, partial.net)
-            .await;
-    }
-
-    /// Frees a sandbox's cgroup, log, directory and network, in that order.
-    async fn release(
-        &self,
-        cgroup: Option<Cgroup>,
-        log: Option<tokio::task::JoinHandle<()>>,
-        dir: Option<PathBuf>,
-        net: Option<SandboxNet>,
-    ) {
-        let killed = tokio::task::spawn_blocking(move || {
-            if let Some(cg) = &cgroup {
-                cg.kill_all(Duration::from_secs(5));
-            }
-            cgroup
-        })
-        .await;
-        // With every process dead the log pipe has no writer left: its
-        // reader finishes (and writes no more into the directory).
-        if let Some(mut log) = log {
-            if tokio::time::timeout(Duration::from_secs(5), &mut log)
-                .await
-                .is_err()
-            {
-                tracing::warn!("envd's log pipe stayed open after its sandbox died");
-                log.abort();
-            }
-        }
-        let cleaned = tokio::task::spawn_blocking(move || {
-            if let Ok(Some(cg)) = killed {
-                if let Err(e) = cg.remove() {
-                    tracing::warn!(error = %e, "sandbox cgroup not removed");
-                }
-            }
-            if let Some(dir) = dir {
-                if let Err(e) = crate::cleanup::remove_sandbox_dir(&dir) {
-                    tracing::warn!(error = %e, "sandbox dir not removed");
-                }
-            }
-        })
-        .await;
-        if let Err(e) = cleaned {
-            tracing::warn!(error = %e, "sandbox cleanup panicked");
-        }
-        if let (Some(net), NetMode::Node(n)) = (net, &self.net) {
-            if let Err(e) = n.release(net).await {
-                tracing::warn!(error = %e, "sandbox network not released");
-            }
-        }
-    }
-
-    /// Tears the sandbox down if its init dies on its own.
+    /// Removes the sandbox if its init dies on its own (not through a pause
+    /// or a kill).
     fn watch_exit(&self, sandbox: Arc<Sandbox>) {
         let this = self.this.clone();
         let mut exited = sandbox.pid1.exited();
         tokio::spawn(async move {
             let _ = exited.wait_for(|d| *d).await;
             let Some(rt) = this.upgrade() else { return };
-            if rt.take_if_live(&sandbox.info.id, &sandbox) {
-                tracing::warn!(id = %sandbox.info.id, "sandbox init exited; tearing the sandbox down");
-                rt.teardown(sandbox).await;
+            let id = sandbox.info.id.clone();
+            let ours = {
+                let mut map = rt.sandboxes.lock().unwrap();
+                let live_is_this = map.get(&id).is_some_and(|e| {
+                    e.live.as_ref().is_some_and(|l| Arc::ptr_eq(l, &sandbox))
+                        && matches!(e.state, State::Running | State::Paused(PauseMode::Full))
+                });
+                if live_is_this {
+                    map.remove(&id);
+                }
+                live_is_this
+            };
+            if ours {
+                tracing::warn!(sandbox = %id, "sandbox init exited; tearing the sandbox down");
+                rt.stop(&sandbox, false).await;
+                rt.emit(RuntimeEvent::Died { id });
             }
         });
     }
 
-    fn take_if_live(&self, id: &str, sandbox: &Arc<Sandbox>) -> bool {
-        let mut map = self.sandboxes.lock().unwrap();
-        match map.get(id) {
-            Some(Slot::Live(s)) if Arc::ptr_eq(s, sandbox) => {
-                map.remove(id);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    async fn teardown(&self, sandbox: Arc<Sandbox>) {
-        if !sandbox.pid1.kill_and_wait(Duration::from_secs(10)).await {
-            tracing::warn!(id = %sandbox.info.id, "sandbox init did not exit after SIGKILL");
-        }
-        let log = sandbox.log.lock().unwrap().take();
-        self.release(
-            Some(sandbox.cgroup.clone()),
-            log,
-            Some(sandbox.dir.clone()),
-            sandbox.net.clone(),
-        )
-        .await;
-    }
-
-    /// Kills a sandbox: every process, its mounts (with its mount
-    /// namespace), cgroup, directory and network. `Ok(false)` if there was no
-    /// such live sandbox.
+    /// Kills a sandbox, running or paused: every process, its mounts (with
+    /// its mount namespace), cgroup, files and network. `Ok(false)` if there
+    /// was no such sandbox.
     pub async fn kill(&self, id: &str) -> Result<bool, RuntimeError> {
-        let sandbox = {
+        let entry = {
             let mut map = self.sandboxes.lock().unwrap();
-            match map.get(id) {
-                Some(Slot::Live(s)) => {
-                    let s = s.clone();
-                    map.remove(id);
-                    s
-                }
-                _ => return Ok(false),
+            match map.get(id).map(|e| e.state) {
+                None | Some(State::Starting) => return Ok(false),
+                // An operation in flight finds the entry gone and settles nothing.
+                Some(_) => map.remove(id).expect("present"),
             }
         };
-        self.teardown(sandbox).await;
+        match entry.live {
+            Some(live) => self.stop(&live, false).await,
+            None => {
+                let layers = self.layers().ok();
+                let files = launch::Files {
+                    dir: Some(self.sandbox_dir(id)),
+                    writable: Some(id.to_string()),
+                };
+                let _ = tokio::task::spawn_blocking(move || files.remove(layers.as_deref())).await;
+            }
+        }
         Ok(true)
     }
 
+    /// A sandbox the runtime holds (running or paused).
     pub fn get(&self, id: &str) -> Option<SandboxInfo> {
-        self.live(id).map(|s| s.info.clone())
+        let map = self.sandboxes.lock().unwrap();
+        let e = map.get(id)?;
+        Some(info_of(id, e))
     }
 
-    fn live(&self, id: &str) -> Option<Arc<Sandbox>> {
+    /// What a sandbox was made with.
+    pub fn spec(&self, id: &str) -> Option<SandboxSpec> {
+        let map = self.sandboxes.lock().unwrap();
+        map.get(id).map(|e| (*e.spec).clone())
+    }
+
+    pub fn state(&self, id: &str) -> Option<State> {
+        self.sandboxes.lock().unwrap().get(id).map(|e| e.state)
+    }
+
+    fn running(&self, id: &str) -> Option<Arc<Sandbox>> {
         match self.sandboxes.lock().unwrap().get(id) {
-            Some(Slot::Live(s)) => Some(s.clone()),
+            Some(Entry {
+                state: State::Running | State::Snapshotting,
+                live: Some(s),
+                ..
+            }) => Some(s.clone()),
             _ => None,
         }
     }
 
+    /// Every sandbox held (running and paused), oldest first.
     pub fn list(&self) -> Vec<SandboxInfo> {
         let mut out: Vec<SandboxInfo> = self
             .sandboxes
             .lock()
             .unwrap()
-            .values()
-            .filter_map(|s| match s {
-                Slot::Live(s) => Some(s.info.clone()),
-                Slot::Starting => None,
-            })
+            .iter()
+            .filter(|(_, e)| e.state != State::Starting)
+            .map(|(id, e)| info_of(id, e))
             .collect();
         out.sort_by_key(|a| a.started_at);
         out
     }
 
-    /// Host pid of a sandbox's init (envd).
+    /// Host pid of a running sandbox's init (envd).
     pub fn init_pid(&self, id: &str) -> Option<i32> {
-        self.live(id).map(|s| s.pid1.pid)
+        let map = self.sandboxes.lock().unwrap();
+        map.get(id)?.live.as_ref().map(|s| s.pid1.pid)
     }
 
     /// The sandbox's cgroup (for inspection).
     pub fn cgroup(&self, id: &str) -> Option<Cgroup> {
-        self.live(id).map(|s| s.cgroup.clone())
+        let map = self.sandboxes.lock().unwrap();
+        map.get(id)?.live.as_ref().map(|s| s.cgroup.clone())
     }
 
     /// Resource use since the previous call (CPU) and now (memory, disk).
     pub fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
         let sb = self
-            .live(id)
+            .running(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         let usage = sb.cgroup.usage()?;
         let now = Instant::now();
@@ -699,15 +484,11 @@ impl Runtime {
                 0.0
             }
         };
-        // statfs of an overlay reports its upper layer: the sandbox's tmpfs.
-        let (disk_used, disk_total) =
-            match nix::sys::statvfs::statvfs(format!("/proc/{}/root", sb.pid1.pid).as_str()) {
-                Ok(st) => {
-                    let frag = st.fragment_size();
-                    ((st.blocks() - st.blocks_free()) * frag, st.blocks() * frag)
-                }
-                Err(e) => return Err(io("statfs the sandbox root")(e.into())),
-            };
+        let disk_used = self
+            .layers()
+            .ok()
+            .and_then(|l| l.used_bytes(&sb.writable))
+            .unwrap_or(0);
         Ok(Metrics {
             cpu_count: sb.info.cpu_count,
             cpu_used_pct,
@@ -715,7 +496,7 @@ impl Runtime {
             mem_total: usage.mem_limit.min(sb.info.memory_mb << 20),
             mem_cache: usage.mem_cache,
             disk_used,
-            disk_total,
+            disk_total: sb.info.disk_mb << 20,
         })
     }
 
@@ -724,9 +505,14 @@ impl Runtime {
         matches!(self.store.get(name), Ok(Some(_)))
     }
 
+    /// Whether a snapshot layer exists (sandboxes can start on it).
+    pub fn has_layer(&self, id: &str) -> bool {
+        self.layers().is_ok_and(|l| l.layer(id).is_ok())
+    }
+
     pub async fn set_egress(&self, id: &str, policy: EgressPolicy) -> Result<(), RuntimeError> {
         let sb = self
-            .live(id)
+            .running(id)
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
         match (&self.net, &sb.net) {
             (NetMode::Node(n), Some(net)) => Ok(n.set_policy(net, &policy).await?),
@@ -736,25 +522,13 @@ impl Runtime {
         }
     }
 
-    /// Kills every sandbox and releases their resources.
+    /// Pauses every sandbox down to its files (nothing written is lost; the
+    /// next start holds them as paused), tears warm ones down, and closes
+    /// the layer store.
     pub async fn shutdown(&self) {
         let warm = self.pool.close().await;
-        let all: Vec<Arc<Sandbox>> = {
-            let mut map = self.sandboxes.lock().unwrap();
-            let ids: Vec<String> = map
-                .iter()
-                .filter(|(_, s)| matches!(s, Slot::Live(_)))
-                .map(|(k, _)| k.clone())
-                .collect();
-            ids.iter()
-                .filter_map(|id| match map.remove(id) {
-                    Some(Slot::Live(s)) => Some(s),
-                    _ => None,
-                })
-                .collect()
-        };
-        futures::future::join_all(all.into_iter().chain(warm).map(|s| self.teardown(s))).await;
-        self.binaries.lock().unwrap().take();
+        futures::future::join_all(warm.iter().map(|s| self.stop(s, false))).await;
+        self.pause_all_for_shutdown().await;
         // Whatever a teardown could not remove (a cgroup still busy) goes now.
         let (cgroups, instance) = (self.cgroups.clone(), self.config.instance.clone());
         let left = tokio::task::spawn_blocking(move || cgroups.remove_instance(&instance))
@@ -766,29 +540,39 @@ impl Runtime {
                 "shutdown removed sandbox cgroups that teardown had left"
             );
         }
+        self.binaries.lock().unwrap().take();
+        let store = self.layer_store.lock().unwrap().take();
+        if let Some(store) = store {
+            match Arc::try_unwrap(store) {
+                Ok(store) => {
+                    let _ = tokio::task::spawn_blocking(move || store.close()).await;
+                }
+                Err(_) => {
+                    tracing::warn!("the layer store is still in use at shutdown; left mounted")
+                }
+            }
+        }
     }
 }
 
-/// envd's `/init` body for a sandbox: access token, env vars, default user,
-/// and the template's start command (`startCmd`, run as root in the user's
-/// home once envd listens).
-fn init_json(spec: &SandboxSpec, start_cmd: Option<&[String]>) -> serde_json::Value {
-    let mut init = serde_json::json!({
-        "accessToken": spec.envd_access_token,
-        "envVars": spec.env_vars,
-        // No default workdir: an empty cwd is then the acting user's
-        // home (root's is /root), as in E2B's sandboxes.
-        "defaultUser": "user",
-    });
-    if let Some((cmd, args)) = start_cmd.and_then(|argv| argv.split_first()) {
-        init["startCmd"] = serde_json::json!({
-            "cmd": cmd,
-            "args": args,
-            "user": "root",
-            "cwd": "/home/user",
-        });
+fn info_of(id: &str, e: &Entry) -> SandboxInfo {
+    match &e.live {
+        Some(s) => SandboxInfo {
+            state: e.state,
+            ..s.info.clone()
+        },
+        None => SandboxInfo {
+            id: id.to_string(),
+            template: e.spec.template.clone(),
+            cpu_count: e.spec.cpu_count,
+            memory_mb: e.spec.memory_mb,
+            disk_mb: e.spec.disk_mb,
+            started_at: chrono::Utc::now(),
+            addr: None,
+            state: e.state,
+            boot_id: String::new(),
+        },
     }
-    init
 }
 
 fn valid_id(id: &str) -> bool {
@@ -800,8 +584,44 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl Catalog for Runtime {
-    fn lookup(&self, id: &str) -> Option<Route> {
-        self.live(id).map(|s| s.route.clone())
+    fn find(&self, id: &str) -> Option<Found> {
+        let map = self.sandboxes.lock().unwrap();
+        let e = map.get(id)?;
+        match e.state {
+            State::Running | State::Snapshotting => {
+                e.live.as_ref().map(|s| Found::Running(s.route.clone()))
+            }
+            State::Paused(_) | State::Pausing | State::Resuming => Some(Found::Paused {
+                route: e.spec.route.clone(),
+                auto_resume: e.spec.auto_resume,
+            }),
+            _ => None,
+        }
+    }
+
+    fn wake<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move {
+            // Someone else may be resuming it right now: wait for that.
+            for _ in 0..200 {
+                match self.state(id) {
+                    Some(State::Running) => return Ok(()),
+                    Some(State::Paused(_)) => match self.resume(id).await {
+                        Ok(_) => {
+                            self.emit(RuntimeEvent::Resumed { id: id.to_string() });
+                            return Ok(());
+                        }
+                        Err(RuntimeError::Lifecycle(_)) => {}
+                        Err(e) => return Err(e),
+                    },
+                    Some(_) => {}
+                    None => return Err(RuntimeError::NotFound(id.to_string())),
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            Err(RuntimeError::Start(format!(
+                "sandbox '{id}' did not resume in time"
+            )))
+        })
     }
 
     fn dial<'a>(
@@ -810,62 +630,17 @@ impl Catalog for Runtime {
         port: u16,
     ) -> BoxFuture<'a, Result<tokio::net::TcpStream, DialError>> {
         Box::pin(async move {
-            let sb = self.live(id).ok_or(DialError::NotFound)?;
+            let sb = self.running(id).ok_or(DialError::NotFound)?;
             let result = match (&self.net, &sb.net) {
                 (NetMode::Node(_), Some(net)) => sandbar_net::dial(net, port).await,
                 _ => crate::dial::dial_in_netns(sb.netns.clone(), port).await,
             };
             result.map_err(|e| {
                 if e.kind() != std::io::ErrorKind::ConnectionRefused {
-                    tracing::debug!(id, port, error = %e, "dial into sandbox failed");
+                    tracing::debug!(sandbox = id, port, error = %e, "dial into sandbox failed");
                 }
                 DialError::PortClosed(port)
             })
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::templates::INTERPRETER_PATH;
-
-    fn spec() -> SandboxSpec {
-        SandboxSpec {
-            id: "sb1".into(),
-            template: "t".into(),
-            cpu_count: 1,
-            memory_mb: 64,
-            disk_mb: 64,
-            env_vars: [("A".to_string(), "1".to_string())].into(),
-            envd_access_token: None,
-            egress: EgressPolicy::default(),
-            route: Route::default(),
-        }
-    }
-
-    #[test]
-    fn init_json_has_a_start_cmd_only_when_the_template_has_one() {
-        let plain = init_json(&spec(), None);
-        assert!(plain.get("startCmd").is_none(), "{plain}");
-        assert_eq!(plain["envVars"]["A"], "1");
-        assert_eq!(plain["defaultUser"], "user");
-        assert!(init_json(&spec(), Some(&[])).get("startCmd").is_none());
-
-        let argv = [
-            INTERPRETER_PATH.to_string(),
-            "--port".into(),
-            "49999".into(),
-        ];
-        let with = init_json(&spec(), Some(&argv));
-        assert_eq!(
-            with["startCmd"],
-            serde_json::json!({
-                "cmd": INTERPRETER_PATH,
-                "args": ["--port", "49999"],
-                "user": "root",
-                "cwd": "/home/user",
-            })
-        );
     }
 }

@@ -37,10 +37,17 @@ pub(crate) fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Copies what arrives on `read` into the sandbox's log until every writer
-/// is gone (the sandbox's processes are dead).
+/// is gone (the sandbox's processes are dead). The directory is held open,
+/// so the log follows it when it is renamed (a warm sandbox handed over).
 pub(crate) fn spawn(read: OwnedFd, dir: PathBuf) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let mut rx = tokio::net::unix::pipe::Receiver::from_owned_fd(read)?;
+    let dir_fd = std::fs::File::open(&dir)?;
+    let dir = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir_fd)
+    ));
     Ok(tokio::spawn(async move {
+        let _held = dir_fd;
         let mut log = CappedLog::new(dir);
         let mut buf = vec![0u8; 16 << 10];
         loop {

@@ -175,10 +175,19 @@ for name, nr in [("finit_module", 313), ("kexec_load", 246), ("bpf", 321), ("key
         "the init file is removed once envd is ready: {out:?}"
     );
 
+    // Disk use counts what was written (once the store commits it).
+    exec(
+        rt,
+        "basic1",
+        "root",
+        "head -c 3000000 /dev/urandom > /root/blob && sync",
+        10_000,
+    )
+    .await;
     let m = rt.metrics("basic1").unwrap();
     assert!(m.mem_used > 0 && m.mem_total == 256 << 20, "{m:?}");
     assert!(
-        m.disk_total >= 250 << 20 && m.disk_total <= 260 << 20 && m.disk_used > 0,
+        m.disk_total == 256 << 20 && m.disk_used >= 3_000_000,
         "{m:?}"
     );
 
@@ -364,8 +373,13 @@ async fn create_kill_cycles_leave_nothing_behind() {
     }
     let per = started.elapsed() / cycles as u32;
     eprintln!("{cycles} create/kill cycles, {per:?} each");
-    // Sandbox mounts live in the sandboxes' own mount namespaces only.
-    assert_eq!(mounts_mentioning(&data), 0, "no host mount of a sandbox");
+    // Sandbox mounts live in the sandboxes' own mount namespaces only (the
+    // one host mount is the layer store's).
+    assert_eq!(
+        mounts_mentioning(&data) - mounts_mentioning(&format!("{data}/store")),
+        0,
+        "no host mount of a sandbox"
+    );
     assert_eq!(
         mounts_mentioning(TEMPLATES),
         0,
@@ -420,7 +434,14 @@ async fn fifty_concurrent_creates_succeed() {
         "ok\n"
     );
     rt.shutdown().await;
-    assert!(rt.list().is_empty());
+    // Shutdown pauses them down to their files; nothing runs any more.
+    assert!(
+        rt.list()
+            .iter()
+            .all(|s| s.state
+                == sandbar_runtime::State::Paused(sandbar_runtime::PauseMode::Filesystem))
+    );
+    assert_eq!(rt.list().len(), 50);
     assert!(cgroup_children(&t.instance).is_empty());
 }
 
@@ -440,8 +461,18 @@ async fn crash_child() {
     .await
     .unwrap();
     for i in 0..3 {
-        rt.create(spec(&format!("crash{i}"))).await.unwrap();
-        println!("PID {}", rt.init_pid(&format!("crash{i}")).unwrap());
+        let id = format!("crash{i}");
+        rt.create(spec(&id)).await.unwrap();
+        let out = exec(
+            &rt,
+            &id,
+            "root",
+            "echo kept > /root/written-before-the-crash && sync",
+            10_000,
+        )
+        .await;
+        assert_eq!(out.exit_code, 0, "{out:?}");
+        println!("PID {}", rt.init_pid(&id).unwrap());
     }
     println!("READY");
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -502,12 +533,38 @@ async fn a_crashed_runtime_is_cleaned_up_by_the_next() {
             "pid {p} survived: {status}"
         );
     }
+    // Their files are not lost: they are paused, and resume on them.
+    let held = rt.list();
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(
+        held.iter()
+            .all(|s| s.state
+                == sandbar_runtime::State::Paused(sandbar_runtime::PauseMode::Filesystem))
+    );
+    rt.resume("crash0")
+        .await
+        .expect("a recovered sandbox resumes");
+    assert_eq!(
+        exec(
+            &rt,
+            "crash0",
+            "root",
+            "cat /root/written-before-the-crash",
+            10_000
+        )
+        .await
+        .stdout,
+        "kept\n"
+    );
+    for i in 0..3 {
+        assert!(rt.kill(&format!("crash{i}")).await.unwrap());
+    }
     assert!(
         std::fs::read_dir(data.path().join("sandboxes"))
             .unwrap()
             .next()
             .is_none(),
-        "sandbox dirs removed"
+        "killed sandboxes' dirs removed"
     );
     rt.shutdown().await;
 }
@@ -561,9 +618,9 @@ async fn a_warm_sandbox_is_handed_over_with_the_callers_env_and_token_and_replac
     s.envd_access_token = Some("tok".into());
     s.env_vars.insert("HANDED".into(), "over".into());
     rt.create(s).await.expect("create");
-    // It was the warm one (its directory keeps the internal name) ...
-    assert!(!t.data.path().join("sandboxes").join("warm1").exists());
-    assert!(t.data.path().join("sandboxes").join(&first).exists());
+    // It was the warm one (its directory now has the caller's id) ...
+    assert!(t.data.path().join("sandboxes").join("warm1").exists());
+    assert!(!t.data.path().join("sandboxes").join(&first).exists());
     // ... and a new one is being made in its place.
     let second = wait_for_one_warm(Some(first.clone())).await;
     assert_ne!(first, second);

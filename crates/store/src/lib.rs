@@ -11,6 +11,7 @@
 
 mod keys;
 mod sandboxes;
+mod snapshots;
 mod teams;
 
 use std::path::Path;
@@ -20,7 +21,8 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use keys::{generate_key, hash_key, ApiKey, NewApiKey};
-pub use sandboxes::{Cursor, ListFilter, SandboxRecord, SandboxState};
+pub use sandboxes::{Cursor, Lifecycle, ListFilter, SandboxRecord, SandboxState};
+pub use snapshots::SnapshotRecord;
 pub use teams::{valid_team_name, Team, TeamLimits, TeamUsage, DEFAULT_TEAM};
 
 /// Migrations embedded in the binary; the same files serve both backends.

@@ -66,6 +66,35 @@ pub struct SandboxRecord {
     pub api_key_id: Option<String>,
     /// The team that owns it; only its keys see it.
     pub team_id: String,
+    pub lifecycle: Lifecycle,
+    /// How it is paused, while it is (`full` or `filesystem`).
+    pub pause_mode: Option<String>,
+    /// The snapshot layer it started on.
+    pub base_layer: Option<String>,
+}
+
+/// What a sandbox does at its end time and on a request while paused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// Pause (instead of kill) at the end time.
+    pub auto_pause: bool,
+    /// Keep memory when it pauses itself (else only files).
+    pub auto_pause_memory: bool,
+    /// A request to its URL resumes it while paused.
+    pub auto_resume: bool,
+    /// Its create-time timeout, which a resume gives it again.
+    pub timeout_ms: i64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            auto_pause: false,
+            auto_pause_memory: true,
+            auto_resume: false,
+            timeout_ms: 300_000,
+        }
+    }
 }
 
 /// Position after the last sandbox of a page.
@@ -109,7 +138,8 @@ impl Default for ListFilter {
 }
 
 const COLUMNS: &str = "id, template, alias, client_id, metadata, envd_access_token, traffic_access_token, \
-     started_at, end_at, cpu_count, memory_mb, disk_mb, state, allow_internet, network, node, api_key_id, team_id";
+     started_at, end_at, cpu_count, memory_mb, disk_mb, state, allow_internet, network, node, api_key_id, team_id, \
+     auto_pause, auto_pause_memory, auto_resume, pause_mode, timeout_ms, base_layer";
 
 fn row_to_record(row: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {
     let get = |e| StoreError::Query {
@@ -152,6 +182,14 @@ fn row_to_record(row: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {
         node: row.try_get("node").map_err(get)?,
         api_key_id: row.try_get("api_key_id").map_err(get)?,
         team_id: row.try_get("team_id").map_err(get)?,
+        lifecycle: Lifecycle {
+            auto_pause: row.try_get::<i64, _>("auto_pause").map_err(get)? != 0,
+            auto_pause_memory: row.try_get::<i64, _>("auto_pause_memory").map_err(get)? != 0,
+            auto_resume: row.try_get::<i64, _>("auto_resume").map_err(get)? != 0,
+            timeout_ms: row.try_get("timeout_ms").map_err(get)?,
+        },
+        pause_mode: row.try_get("pause_mode").map_err(get)?,
+        base_layer: row.try_get("base_layer").map_err(get)?,
     })
 }
 
@@ -164,7 +202,7 @@ impl Store {
         let metadata = serde_json::to_string(&r.metadata).expect("string map serializes");
         let network = r.network.as_ref().map(|n| n.to_string());
         sqlx::query(&format!(
-            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "INSERT INTO sandboxes ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
         ))
         .bind(&r.id)
         .bind(&r.template)
@@ -184,6 +222,12 @@ impl Store {
         .bind(&r.node)
         .bind(r.api_key_id.clone())
         .bind(&r.team_id)
+        .bind(i64::from(r.lifecycle.auto_pause))
+        .bind(i64::from(r.lifecycle.auto_pause_memory))
+        .bind(i64::from(r.lifecycle.auto_resume))
+        .bind(r.pause_mode.clone())
+        .bind(r.lifecycle.timeout_ms)
+        .bind(r.base_layer.clone())
         .execute(&self.pool)
         .await
         .map_err(query_err("inserting a sandbox"))?;
@@ -248,6 +292,32 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Records a live sandbox as paused (`mode`: full or filesystem).
+    pub async fn set_paused(&self, id: &str, mode: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET state = 'paused', pause_mode = $1 WHERE id = $2 AND state <> 'killed'",
+        )
+        .bind(mode)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("marking a sandbox paused"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records a live sandbox as running again, until `end_at`.
+    pub async fn set_running(&self, id: &str, end_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sandboxes SET state = 'running', pause_mode = NULL, end_at = $1 WHERE id = $2 AND state <> 'killed'",
+        )
+        .bind(millis(end_at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("marking a sandbox running"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Marks a live sandbox killed; `false` when it was not live.
     pub async fn mark_killed(&self, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE sandboxes SET state = 'killed', ended_at = $1 WHERE id = $2 AND state <> 'killed'")
@@ -274,7 +344,7 @@ impl Store {
     /// The earliest end time among a node's live sandboxes.
     pub async fn next_end_at(&self, node: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let row = sqlx::query(
-            "SELECT MIN(end_at) AS m FROM sandboxes WHERE node = $1 AND state <> 'killed'",
+            "SELECT MIN(end_at) AS m FROM sandboxes WHERE node = $1 AND state = 'running'",
         )
         .bind(node)
         .fetch_one(&self.pool)
@@ -293,7 +363,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id FROM sandboxes WHERE node = $1 AND state <> 'killed' AND end_at <= $2",
+            "SELECT id FROM sandboxes WHERE node = $1 AND state = 'running' AND end_at <= $2",
         )
         .bind(node)
         .bind(millis(now))
@@ -423,6 +493,9 @@ mod tests {
             node: "n1".into(),
             api_key_id: None,
             team_id: crate::DEFAULT_TEAM.into(),
+            lifecycle: Lifecycle::default(),
+            pause_mode: None,
+            base_layer: None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! The route table (protocol notes, section 2) and the layers around it.
 
 mod list;
+mod persistence;
 mod sandboxes;
 mod unsupported;
 
 use axum::http::HeaderName;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
@@ -16,6 +17,7 @@ use crate::error::{
 };
 use crate::AppState;
 
+pub(crate) use persistence::pause_sandbox;
 pub(crate) use sandboxes::kill_sandbox;
 
 pub fn router(state: AppState) -> Router {
@@ -28,15 +30,25 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sandboxes/{id}/timeout", post(sandboxes::set_timeout))
         .route("/sandboxes/{id}/refreshes", post(sandboxes::refresh))
-        .route("/sandboxes/{id}/connect", post(sandboxes::connect))
-        .route("/v2/sandboxes/{id}/connect", post(sandboxes::connect))
+        .route("/sandboxes/{id}/connect", post(persistence::connect))
+        .route("/v2/sandboxes/{id}/connect", post(persistence::connect))
+        .route(
+            "/sandboxes/{id}/snapshots",
+            post(persistence::create_snapshot),
+        )
+        .route("/snapshots", get(persistence::list_snapshots))
+        .route("/sandboxes/{id}/fork", post(persistence::fork))
+        .route(
+            "/templates/{id}",
+            delete(persistence::delete_template).fallback(unsupported::templates),
+        )
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
         .route("/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/sandboxes/{id}/network", put(sandboxes::set_network))
         .route("/teams", get(sandboxes::teams))
-        .route("/sandboxes/{id}/pause", post(unsupported::pause))
-        .route("/sandboxes/{id}/resume", post(unsupported::resume))
+        .route("/sandboxes/{id}/pause", post(persistence::pause))
+        .route("/sandboxes/{id}/resume", post(persistence::resume))
         .merge(unsupported::template_routes())
         .merge(unsupported::missing_feature_routes())
         .route_layer(middleware::from_fn_with_state(

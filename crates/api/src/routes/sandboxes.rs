@@ -14,8 +14,8 @@ use crate::auth::Caller;
 use crate::body::{JsonBody, OptionalJsonBody};
 use crate::error::ApiError;
 use crate::model::{
-    rfc3339, ConnectBody, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail,
-    SandboxIdentity, SandboxLogs, SandboxMetric, TimeoutBody,
+    rfc3339, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail, SandboxIdentity,
+    SandboxLogs, SandboxMetric, TimeoutBody,
 };
 use crate::timeouts;
 use crate::AppState;
@@ -26,7 +26,7 @@ const ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 /// Longest keep-alive a refresh may ask for (E2B's bound).
 const MAX_REFRESH_SECS: u64 = 3600;
 
-fn new_sandbox_id() -> String {
+pub(crate) fn new_sandbox_id() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..ID_LEN)
@@ -57,6 +57,11 @@ pub(crate) fn runtime_error(e: RuntimeError) -> ApiError {
         RuntimeError::Net(e @ (NetError::Exhausted(_) | NetError::Closed)) => {
             ApiError::unavailable(e.to_string())
         }
+        RuntimeError::Lifecycle(e) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        RuntimeError::Layers(sandbar_runtime::LayerError::NotFound(l)) => {
+            ApiError::not_found(format!("layer '{l}' not found"))
+        }
+        RuntimeError::Invalid(why) => ApiError::bad_request(why),
         other => ApiError::internal(other.to_string()),
     }
 }
@@ -92,6 +97,15 @@ pub(crate) fn detail_json(state: &AppState, r: &SandboxRecord) -> SandboxDetail 
         metadata: r.metadata.clone(),
         allow_internet_access: r.allow_internet,
         network: r.network.clone(),
+        lifecycle: crate::model::LifecycleInfo {
+            auto_resume: r.lifecycle.auto_resume,
+            on_timeout: if r.lifecycle.auto_pause {
+                "pause"
+            } else {
+                "kill"
+            },
+        },
+        pause_mode: r.pause_mode.clone(),
     }
 }
 
@@ -139,7 +153,7 @@ pub(crate) async fn live(
         .await?
         .filter(|r| r.team_id == caller.team.id)
         .ok_or_else(|| ApiError::sandbox_not_found(id))?;
-    if rec.node == state.config.node && !state.backend.is_alive(id) {
+    if rec.node == state.config.node && state.backend.state(id).is_none() {
         state.store.mark_killed(id).await?;
         return Err(ApiError::sandbox_not_found(id));
     }
@@ -148,7 +162,10 @@ pub(crate) async fn live(
 
 /// How long a sandbox would have lived from its start were it to end
 /// `timeout` from now.
-fn lifetime_until(rec: &SandboxRecord, timeout: std::time::Duration) -> std::time::Duration {
+pub(crate) fn lifetime_until(
+    rec: &SandboxRecord,
+    timeout: std::time::Duration,
+) -> std::time::Duration {
     (Utc::now() - rec.started_at)
         .to_std()
         .unwrap_or_default()
@@ -184,12 +201,6 @@ fn refuse_unsupported(req: &NewSandbox) -> Result<(), ApiError> {
         ("mcp", is_set(&req.mcp)),
         ("iam (workload identity)", is_set(&req.iam)),
         ("volumeMounts", is_set(&req.volume_mounts)),
-        (
-            "autoResume",
-            req.auto_resume
-                .as_ref()
-                .is_some_and(|v| v["enabled"] == serde_json::json!(true)),
-        ),
         ("network.rules", network.is_some_and(|n| is_set(&n.rules))),
         (
             "network.egressProxy",
@@ -212,34 +223,34 @@ fn refuse_unsupported(req: &NewSandbox) -> Result<(), ApiError> {
     }
 }
 
-pub async fn create(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    JsonBody(req): JsonBody<NewSandbox>,
-) -> Result<impl IntoResponse, ApiError> {
-    let template = match req.template_id.as_deref().map(str::trim) {
-        Some(t) if !t.is_empty() => t.to_string(),
-        _ => return Err(ApiError::bad_request("templateID is required")),
-    };
-    let timeout = match req.timeout {
-        Some(s) => timeouts::checked(s, state.config.max_timeout, "timeout")?,
-        None => state.config.default_timeout,
-    };
-    refuse_unsupported(&req)?;
-    if req.auto_pause == Some(true) {
-        return Err(ApiError::not_implemented(
-            "autoPause is not supported yet: sandboxes cannot be paused, only killed at their timeout",
-        ));
-    }
-    if !state.backend.has_template(&template) {
-        return Err(ApiError::not_found(format!(
-            "template '{template}' not found"
-        )));
-    }
+/// What a new sandbox is made of, however it was asked for (create, fork).
+pub(crate) struct NewSandboxPlan {
+    pub template: String,
+    /// The snapshot layer to start on.
+    pub base_layer: Option<String>,
+    /// The snapshot (or template) id the caller named, shown as `alias`.
+    pub alias: String,
+    pub cpu_count: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+    pub timeout: std::time::Duration,
+    pub env_vars: BTreeMap<String, String>,
+    pub metadata: BTreeMap<String, String>,
+    pub secure: bool,
+    pub allow_internet: bool,
+    pub network: Option<crate::model::NetworkConfig>,
+    pub lifecycle: sandbar_store::Lifecycle,
+}
 
-    let network = req.network.clone().unwrap_or_default();
-    let allow_internet = req.allow_internet_access.unwrap_or(true);
-    let envd_access_token = req.secure.unwrap_or(true).then(new_token);
+/// Makes the sandbox of `plan` for `caller` and records it: team limits,
+/// tokens, the runtime's create, the store's record.
+pub(crate) async fn make_sandbox(
+    state: &AppState,
+    caller: &Caller,
+    plan: NewSandboxPlan,
+) -> Result<SandboxRecord, ApiError> {
+    let network = plan.network.clone().unwrap_or_default();
+    let envd_access_token = plan.secure.then(new_token);
     let traffic_access_token = (network.allow_public_traffic == Some(false)).then(new_token);
     let reservation = state
         .quotas
@@ -247,23 +258,23 @@ pub async fn create(
             &state.store,
             &caller.team,
             crate::quota::Claim {
-                memory_mb: state.config.default_memory_mb,
-                cpus: u64::from(state.config.default_cpu_count),
+                memory_mb: plan.memory_mb,
+                cpus: u64::from(plan.cpu_count),
             },
-            timeout,
+            plan.timeout,
         )
         .await?;
     let id = new_sandbox_id();
     let spec = SandboxSpec {
         id: id.clone(),
-        template: template.clone(),
-        cpu_count: state.config.default_cpu_count,
-        memory_mb: state.config.default_memory_mb,
-        disk_mb: state.config.default_disk_mb,
-        env_vars: req.env_vars.unwrap_or_default(),
+        template: plan.template.clone(),
+        cpu_count: plan.cpu_count,
+        memory_mb: plan.memory_mb,
+        disk_mb: plan.disk_mb,
+        env_vars: plan.env_vars,
         envd_access_token: envd_access_token.clone(),
         egress: egress_of(
-            allow_internet,
+            plan.allow_internet,
             network.allow_out.clone(),
             network.deny_out.clone(),
         ),
@@ -271,6 +282,8 @@ pub async fn create(
             traffic_access_token: traffic_access_token.clone(),
             mask_request_host: network.mask_request_host.clone(),
         },
+        base_layer: plan.base_layer.clone(),
+        auto_resume: plan.lifecycle.auto_resume,
     };
     let runtime_started = std::time::Instant::now();
     let info = state.backend.create(spec).await.map_err(runtime_error)?;
@@ -279,25 +292,28 @@ pub async fn create(
     let started_at = Utc::now();
     let record = SandboxRecord {
         id: id.clone(),
-        template: template.clone(),
-        alias: Some(template),
+        template: plan.template.clone(),
+        alias: Some(plan.alias),
         client_id: state.config.client_id.clone(),
-        metadata: req.metadata.unwrap_or_default(),
+        metadata: plan.metadata,
         envd_access_token,
         traffic_access_token,
         started_at,
-        end_at: timeouts::end_at(started_at, timeout),
+        end_at: timeouts::end_at(started_at, plan.timeout),
         cpu_count: info.cpu_count,
         memory_mb: info.memory_mb,
         disk_mb: info.disk_mb,
         state: SandboxState::Running,
-        allow_internet,
-        network: req
+        allow_internet: plan.allow_internet,
+        network: plan
             .network
             .map(|n| serde_json::to_value(n).expect("network config serializes")),
         node: state.config.node.clone(),
         api_key_id: Some(caller.key_id.clone()),
         team_id: caller.team.id.clone(),
+        lifecycle: plan.lifecycle,
+        pause_mode: None,
+        base_layer: plan.base_layer,
     };
     if let Err(e) = state.store.insert_sandbox(&record).await {
         // Without a record nobody could see or time out this sandbox.
@@ -312,10 +328,95 @@ pub async fn create(
     tracing::info!(
         sandbox = %id,
         template = %record.template,
-        timeout_s = timeout.as_secs(),
+        base_layer = record.base_layer.as_deref().unwrap_or(""),
+        timeout_s = plan.timeout.as_secs(),
         runtime_ms = format!("{runtime_ms:.1}"),
         "sandbox created"
     );
+    Ok(record)
+}
+
+/// The lifecycle a create asks for, checked as E2B checks it.
+fn lifecycle_of(
+    req: &NewSandbox,
+    timeout: std::time::Duration,
+) -> Result<sandbar_store::Lifecycle, ApiError> {
+    let auto_pause = req.auto_pause.unwrap_or(false);
+    let auto_pause_memory = req.auto_pause_memory.unwrap_or(true);
+    let auto_resume = req.auto_resume.is_some_and(|a| a.enabled);
+    if req.auto_pause_memory == Some(false) && !auto_pause {
+        return Err(ApiError::bad_request(
+            "autoPauseMemory: false needs autoPause: true (it says how the sandbox pauses at its timeout)",
+        ));
+    }
+    if auto_resume && !auto_pause {
+        return Err(ApiError::bad_request(
+            "autoResume needs autoPause: a sandbox killed at its timeout cannot be resumed",
+        ));
+    }
+    Ok(sandbar_store::Lifecycle {
+        auto_pause,
+        auto_pause_memory,
+        auto_resume,
+        timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(req): JsonBody<NewSandbox>,
+) -> Result<impl IntoResponse, ApiError> {
+    let asked = match req.template_id.as_deref().map(str::trim) {
+        Some(t) if !t.is_empty() => t.to_string(),
+        _ => return Err(ApiError::bad_request("templateID is required")),
+    };
+    let timeout = match req.timeout {
+        Some(s) => timeouts::checked(s, state.config.max_timeout, "timeout")?,
+        None => state.config.default_timeout,
+    };
+    refuse_unsupported(&req)?;
+    let lifecycle = lifecycle_of(&req, timeout)?;
+    let (template, base_layer, resources) = if state.backend.has_template(&asked) {
+        (
+            asked.clone(),
+            None,
+            (
+                state.config.default_cpu_count,
+                state.config.default_memory_mb,
+                state.config.default_disk_mb,
+            ),
+        )
+    } else {
+        let snap = crate::routes::persistence::resolve_snapshot(&state, &caller, &asked)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("template '{asked}' not found")))?;
+        (
+            snap.template.clone(),
+            Some(snap.layer.clone()),
+            (snap.cpu_count, snap.memory_mb, snap.disk_mb),
+        )
+    };
+    let record = make_sandbox(
+        &state,
+        &caller,
+        NewSandboxPlan {
+            template,
+            base_layer,
+            alias: asked,
+            cpu_count: resources.0,
+            memory_mb: resources.1,
+            disk_mb: resources.2,
+            timeout,
+            env_vars: req.env_vars.unwrap_or_default(),
+            metadata: req.metadata.unwrap_or_default(),
+            secure: req.secure.unwrap_or(true),
+            allow_internet: req.allow_internet_access.unwrap_or(true),
+            network: req.network,
+            lifecycle,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(sandbox_json(&state, &record))))
 }
 
@@ -399,29 +500,6 @@ pub async fn refresh(
         return Err(ApiError::sandbox_not_found(&id));
     }
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// 200 with the sandbox when it runs (resuming a paused one would be 201,
-/// but nothing can be paused yet). A given timeout only ever extends.
-pub async fn connect(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    OptionalJsonBody(body): OptionalJsonBody<ConnectBody>,
-) -> Result<Json<Sandbox>, ApiError> {
-    let timeout = body
-        .and_then(|b| b.timeout)
-        .map(|s| timeouts::checked(s, state.config.max_timeout, "timeout"))
-        .transpose()?;
-    let rec = live(&state, &caller, &id).await?;
-    if let Some(t) = timeout {
-        crate::quota::check_lifetime(&caller.team, lifetime_until(&rec, t))?;
-        state
-            .store
-            .extend_end_at(&id, timeouts::end_at(Utc::now(), t))
-            .await?;
-    }
-    Ok(Json(sandbox_json(&state, &rec)))
 }
 
 /// The current figures from the sandbox's cgroup (one sample: the runtime

@@ -7,23 +7,9 @@ use axum::Router;
 use crate::error::ApiError;
 use crate::AppState;
 
-pub async fn pause() -> ApiError {
-    ApiError::not_implemented("pause is not supported yet: sandboxes can only run or be killed")
-}
-
-pub async fn resume() -> ApiError {
-    ApiError::not_implemented("resume is not supported yet: sandboxes cannot be paused")
-}
-
-async fn templates() -> ApiError {
+pub async fn templates() -> ApiError {
     ApiError::not_implemented(
         "building templates through the API is not built yet; build them on the server with `sandbar template build`",
-    )
-}
-
-async fn snapshots() -> ApiError {
-    ApiError::not_implemented(
-        "snapshots and forks are not supported yet: sandboxes cannot be paused or copied",
     )
 }
 
@@ -39,10 +25,6 @@ async fn secrets() -> ApiError {
 /// a message instead of a 404 the SDKs would read as "sandbox not found".
 pub fn missing_feature_routes() -> Router<AppState> {
     Router::new()
-        .route("/sandboxes/{id}/fork", any(snapshots))
-        .route("/sandboxes/{id}/snapshots", any(snapshots))
-        .route("/snapshots", any(snapshots))
-        .route("/snapshots/{*rest}", any(snapshots))
         .route("/volumes", any(volumes))
         .route("/volumes/{*rest}", any(volumes))
         .route("/volumecontent/{*rest}", any(volumes))
@@ -54,7 +36,7 @@ pub fn template_routes() -> Router<AppState> {
     let t = || -> MethodRouter<AppState> { any(templates) };
     Router::new()
         .route("/templates", t())
-        .route("/templates/{*rest}", t())
+        .route("/templates/{id}/{*rest}", t())
         .route("/v2/templates", t())
         .route("/v2/templates/{*rest}", t())
         .route("/v3/templates", t())

@@ -19,7 +19,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use sandbar_proxy::{certs, serve, ApiService, Listener, Proxy};
-use sandbar_runtime::{BoxFuture, Catalog, DialError, Route};
+use sandbar_runtime::{BoxFuture, Catalog, DialError, Found, Route, RuntimeError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +51,16 @@ impl TestCatalog {
 }
 
 impl Catalog for TestCatalog {
-    fn lookup(&self, id: &str) -> Option<Route> {
+    fn find(&self, id: &str) -> Option<Found> {
         self.sandboxes
             .lock()
             .unwrap()
             .get(id)
-            .map(|(r, _)| r.clone())
+            .map(|(r, _)| Found::Running(r.clone()))
+    }
+
+    fn wake<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), RuntimeError>> {
+        Box::pin(async move { Err(RuntimeError::NotFound(id.to_string())) })
     }
 
     fn dial<'a>(&'a self, id: &'a str, port: u16) -> BoxFuture<'a, Result<TcpStream, DialError>> {

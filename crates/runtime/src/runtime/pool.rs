@@ -9,6 +9,7 @@
 //! the catalog, so no request can reach it before it is handed over.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
@@ -39,7 +40,8 @@ pub struct WarmSpec {
 
 impl WarmSpec {
     fn fits(&self, spec: &SandboxSpec) -> bool {
-        spec.template == self.template
+        spec.base_layer.is_none()
+            && spec.template == self.template
             && spec.cpu_count == self.cpu_count
             && spec.memory_mb == self.memory_mb
             && spec.disk_mb == self.disk_mb
@@ -147,8 +149,10 @@ impl Runtime {
             envd_access_token: None,
             egress: EgressPolicy::default(),
             route: Route::default(),
+            base_layer: None,
+            auto_resume: false,
         };
-        let mut made = self.make(&spec).await;
+        let mut made = self.boot(&spec).await;
         if let Ok(sb) = &made {
             if let Err(e) = sb.cgroup.set_cpu_weight(WARMING_CPU_WEIGHT) {
                 tracing::debug!(error = %e, "warm sandbox keeps the normal CPU weight");
@@ -158,14 +162,14 @@ impl Runtime {
             if let Some(path) = self.readiness_path(&spec.template) {
                 if let Err(e) = self.wait_ready(sb, path).await {
                     let sb = made.expect("checked Ok");
-                    self.teardown(Arc::new(sb)).await;
+                    self.stop(&sb, false).await;
                     made = Err(e);
                 }
             }
         }
         if self.pool.is_closed() {
             if let Ok(sb) = made {
-                self.teardown(Arc::new(sb)).await;
+                self.stop(&sb, false).await;
             }
             *self.pool.filling.lock().unwrap().entry(i).or_default() -= 1;
             return;
@@ -226,7 +230,7 @@ impl Runtime {
             };
             if rt.pool.forget(&sandbox) {
                 tracing::warn!(id = %sandbox.info.id, "warm sandbox died; replacing it");
-                rt.teardown(sandbox).await;
+                rt.stop(&sandbox, false).await;
                 rt.refill_pools();
             }
         });
@@ -241,19 +245,21 @@ impl Runtime {
             Ok(w) => w,
             Err(shared) => {
                 // Something still holds it (it is dying): not usable.
-                self.teardown(shared).await;
+                self.stop(&shared, false).await;
                 return None;
             }
         };
         match self.hand_over(&warm, spec).await {
-            Ok(()) => {
-                tracing::debug!(id = %spec.id, warm = %internal, "handed over a warm sandbox");
+            Ok((dir, writable)) => {
+                tracing::debug!(sandbox = %spec.id, warm = %internal, "handed over a warm sandbox");
                 Some(Sandbox {
                     info: SandboxInfo {
                         id: spec.id.clone(),
                         started_at: chrono::Utc::now(),
                         ..warm.info
                     },
+                    dir,
+                    writable,
                     route: spec.route.clone(),
                     // CPU use is reported from the hand-over on, not the
                     // kernel's start before it.
@@ -266,14 +272,20 @@ impl Runtime {
             }
             Err(e) => {
                 tracing::warn!(warm = %internal, error = %e, "warm sandbox could not be handed over; making a new one");
-                self.teardown(Arc::new(warm)).await;
+                self.stop(&warm, false).await;
                 None
             }
         }
     }
 
-    /// Gives a warm sandbox the caller's token, env vars and egress rules.
-    async fn hand_over(&self, warm: &Sandbox, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+    /// Gives a warm sandbox the caller's token, env vars and egress rules,
+    /// and its files the caller's id (so that it pauses and survives a
+    /// restart as any sandbox does): its new directory and writable layer.
+    async fn hand_over(
+        &self,
+        warm: &Sandbox,
+        spec: &SandboxSpec,
+    ) -> Result<(PathBuf, sandbar_layers::Writable), RuntimeError> {
         warm.cgroup
             .set_cpu_weight(100)
             .map_err(|e| RuntimeError::Start(format!("restore the CPU weight: {e}")))?;
@@ -294,7 +306,16 @@ impl Runtime {
         });
         tokio::time::timeout(INIT_TIMEOUT, self.post_init(warm, body.to_string()))
             .await
-            .map_err(|_| RuntimeError::Start(format!("envd's /init took over {INIT_TIMEOUT:?}")))?
+            .map_err(|_| {
+                RuntimeError::Start(format!("envd's /init took over {INIT_TIMEOUT:?}"))
+            })??;
+        let dir = self.sandbox_dir(&spec.id);
+        std::fs::rename(&warm.dir, &dir).map_err(super::io("rename a warm sandbox's directory"))?;
+        let writable = self
+            .layers()?
+            .rename_writable(&warm.writable.id, &spec.id)?;
+        super::persist::save(&dir, spec, None)?;
+        Ok((dir, writable))
     }
 
     async fn post_init(&self, warm: &Sandbox, body: String) -> Result<(), RuntimeError> {
@@ -359,6 +380,8 @@ mod tests {
 
     fn spec(template: &str, memory_mb: u64) -> SandboxSpec {
         SandboxSpec {
+            base_layer: None,
+            auto_resume: false,
             id: "x".into(),
             template: template.into(),
             cpu_count: 2,

@@ -55,6 +55,12 @@ impl Drop for TestRuntime {
         if let Ok(h) = sandbar_runtime::cgroup::Hierarchy::detect() {
             h.remove_instance(&self.instance);
         }
+        // The layer store of a runtime that was not shut down (its loop
+        // device goes with the mount).
+        let _ = nix::mount::umount2(
+            &self.data.path().join("store"),
+            nix::mount::MntFlags::MNT_DETACH,
+        );
         if let Some(cfg) = self.net_config.take() {
             // Network removal is async; run it on a runtime of its own.
             let _ = std::thread::spawn(move || {
@@ -157,6 +163,8 @@ pub fn spec(id: &str) -> SandboxSpec {
         envd_access_token: None,
         egress: EgressPolicy::default(),
         route: Route::default(),
+        base_layer: None,
+        auto_resume: false,
     }
 }
 
