@@ -53,6 +53,26 @@ step "end-to-end: the platform with the official SDKs"
 E2E_SANDBAR_BIN="$bin/sandbar" E2E_ENVD_BIN="$bin/envd" E2E_INTERPRETER_BIN="$bin/sandbar-interpreter" \
   E2E_WITH_SDK_SUITES=1 tests/e2e/run-platform.sh
 
+step "end-to-end: restarts of sandbar lose nothing (SIGTERM, kill -9)"
+E2E_SANDBAR_BIN="$bin/sandbar" E2E_ENVD_BIN="$bin/envd" E2E_INTERPRETER_BIN="$bin/sandbar-interpreter" \
+  tests/e2e/run-restart.sh
+
+step "end-to-end: the suite beside a live sandbar that is in use"
+E2E_SANDBAR_BIN="$bin/sandbar" E2E_ENVD_BIN="$bin/envd" E2E_INTERPRETER_BIN="$bin/sandbar-interpreter" \
+  tests/e2e/run-beside-live.sh
+
+step "sandbar on a cgroup v2 host (a qemu VM), when the code it covers changed"
+# The VM run takes minutes under software emulation: it runs when the
+# runtime, the network or the VM test changed since it last passed here.
+vm_key="$(cat crates/runtime/src/*.rs crates/runtime/src/*/*.rs crates/layers/src/*.rs crates/net/src/*.rs tests/vm/*.sh tests/vm/*/* 2>/dev/null | sha256sum | cut -c1-16)"
+vm_stamp="/var/cache/sandbar-vm/passed-$vm_key"
+if [[ -e "$vm_stamp" ]]; then
+  echo "unchanged since it passed (key $vm_key): skipped"
+else
+  E2E_SANDBAR_BIN="$bin/sandbar" E2E_ENVD_BIN="$bin/envd" tests/vm/run-cgroup-v2.sh
+  mkdir -p /var/cache/sandbar-vm && touch "$vm_stamp"
+fi
+
 step "benchmark smoke run (every row, tiny counts)"
 "$bin/sandbar-bench" --smoke
 

@@ -124,7 +124,7 @@ done
 "$sandbar" --data-dir "$data" env >"$work/env.sh"
 # shellcheck disable=SC1091
 source "$work/env.sh"
-export E2E_SANDBAR_ENV="$work/env.sh" E2E_TARGET=sandbar
+export E2E_SANDBAR_ENV="$work/env.sh" E2E_TARGET=sandbar E2E_CODE_INTERPRETER=1
 # A second team (isolation) and a team with a limit of one sandbox (quotas).
 "$sandbar" --data-dir "$data" teams create e2e-other >/dev/null
 "$sandbar" --data-dir "$data" teams create e2e-small --max-sandboxes 1 --max-lifetime 3600 >/dev/null

@@ -20,7 +20,7 @@ security="${VM_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 # the kernel and its initramfs. No apt inside: the image is never updated.
 packages=(
   systemd-sysv udev kmod linux-image-amd64 initramfs-tools
-  nftables iproute2 libnss-myhostname ca-certificates curl procps
+  nftables iproute2 libnss-myhostname ca-certificates curl procps btrfs-progs
 )
 
 root="$out/rootfs"
