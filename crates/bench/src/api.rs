@@ -39,33 +39,63 @@ impl Api {
         }
     }
 
-    /// `POST /v2/sandboxes` until 201; the time excludes connecting, so that
-    /// it is the API's own create-to-ready.
-    pub async fn create(&self) -> Result<(Created, Duration)> {
+    /// One call: `method path` with a JSON body, answered `want`; the time
+    /// excludes connecting, so that it is the API's own.
+    pub async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        want: http::StatusCode,
+    ) -> Result<(Bytes, Duration)> {
         let mut conn = self
             .client
             .connect(&self.ep)
             .await
             .context("connecting to the API")?;
-        let body = serde_json::json!({
+        let mut req = request(&self.ep, method.clone(), path).header("X-API-KEY", &self.key);
+        let body = match body {
+            Some(b) => {
+                req = req.header(http::header::CONTENT_TYPE, "application/json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req.body(Full::new(body))?;
+        let start = Instant::now();
+        let (status, body) = send(&mut conn, req)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
+        let took = start.elapsed();
+        if status != want {
+            bail!(
+                "{method} {path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok((body, took))
+    }
+
+    /// `POST /v2/sandboxes` with `extra` fields on the bench's defaults,
+    /// until 201.
+    pub async fn create_with(&self, extra: serde_json::Value) -> Result<(Created, Duration)> {
+        let mut body = serde_json::json!({
             "templateID": self.template,
             "timeout": SANDBOX_TIMEOUT_S,
             "secure": true,
             "metadata": {"purpose": "sandbar-bench"},
         });
-        let req = request(&self.ep, http::Method::POST, "/v2/sandboxes")
-            .header("X-API-KEY", &self.key)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body.to_string())))?;
-        let start = Instant::now();
-        let (status, body) = send(&mut conn, req).await.context("POST /v2/sandboxes")?;
-        let took = start.elapsed();
-        if status != http::StatusCode::CREATED {
-            bail!(
-                "POST /v2/sandboxes answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
+        let (body, took) = self
+            .call(
+                http::Method::POST,
+                "/v2/sandboxes",
+                Some(body),
+                http::StatusCode::CREATED,
+            )
+            .await?;
         let created: Created = serde_json::from_slice(&body).with_context(|| {
             format!(
                 "parsing the create response {}",
@@ -75,27 +105,22 @@ impl Api {
         Ok((created, took))
     }
 
+    /// `POST /v2/sandboxes` of the bench's template until 201.
+    pub async fn create(&self) -> Result<(Created, Duration)> {
+        self.create_with(serde_json::json!({})).await
+    }
+
     /// `DELETE /sandboxes/{id}` until 204.
     pub async fn kill(&self, id: &str) -> Result<Duration> {
-        let mut conn = self
-            .client
-            .connect(&self.ep)
-            .await
-            .context("connecting to the API")?;
-        let req = request(&self.ep, http::Method::DELETE, &format!("/sandboxes/{id}"))
-            .header("X-API-KEY", &self.key)
-            .body(Full::new(Bytes::new()))?;
-        let start = Instant::now();
-        let (status, body) = send(&mut conn, req)
-            .await
-            .with_context(|| format!("DELETE /sandboxes/{id}"))?;
-        let took = start.elapsed();
-        if status != http::StatusCode::NO_CONTENT {
-            bail!(
-                "DELETE /sandboxes/{id} answered {status}: {}",
-                String::from_utf8_lossy(&body)
-            );
-        }
+        let path = format!("/sandboxes/{id}");
+        let (_, took) = self
+            .call(
+                http::Method::DELETE,
+                &path,
+                None,
+                http::StatusCode::NO_CONTENT,
+            )
+            .await?;
         Ok(took)
     }
 

@@ -80,13 +80,7 @@ pub async fn start(
         "process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd], "envs": envs},
         "stdin": false,
     });
-    let mut req = request(&ep, http::Method::POST, "/process.Process/Start")
-        .header(http::header::CONTENT_TYPE, "application/connect+json")
-        .header("Connect-Protocol-Version", "1");
-    if let Some(token) = &sandbox.envd_token {
-        req = req.header("X-Access-Token", token);
-    }
-    let req = req.body(Full::new(envelope(0, msg.to_string().as_bytes())))?;
+    let req = start_request(&ep, sandbox, envelope(0, msg.to_string().as_bytes()))?;
     conn.ready().await?;
     let resp = conn
         .send_request(req)
@@ -158,13 +152,7 @@ pub async fn exec_round_trips(
     let body = envelope(0, msg.to_string().as_bytes());
     let mut samples = Vec::with_capacity(n);
     for i in 0..n + WARMUP {
-        let mut req = request(&ep, http::Method::POST, "/process.Process/Start")
-            .header(http::header::CONTENT_TYPE, "application/connect+json")
-            .header("Connect-Protocol-Version", "1");
-        if let Some(token) = &sandbox.envd_token {
-            req = req.header("X-Access-Token", token);
-        }
-        let req = req.body(Full::new(body.clone()))?;
+        let req = start_request(&ep, sandbox, body.clone())?;
         let start = std::time::Instant::now();
         conn.ready().await.context("connection to envd closed")?;
         let resp = conn
@@ -179,36 +167,83 @@ pub async fn exec_round_trips(
             .context("reading the Start stream")?
             .to_bytes();
         let took = start.elapsed();
-        if status != http::StatusCode::OK {
-            bail!(
-                "process.Process/Start answered {status}: {}",
-                String::from_utf8_lossy(&wire)
-            );
-        }
-        let mut buf = BytesMut::from(&wire[..]);
-        let mut exit_code = None;
-        while let Some((flags, payload)) = next_envelope(&mut buf)? {
-            let v: serde_json::Value =
-                serde_json::from_slice(&payload).context("parsing a Start event")?;
-            if flags & END_STREAM != 0 {
-                if let Some(err) = v.get("error") {
-                    bail!("the Start stream ended with an error: {err}");
-                }
-            } else if let Some(end) = v.pointer("/event/end") {
-                // proto3 JSON omits a zero exit code.
-                exit_code = Some(end.get("exitCode").and_then(|c| c.as_i64()).unwrap_or(0));
-            }
-        }
-        match exit_code {
-            Some(0) => {}
-            Some(code) => bail!("`true` exited with {code}"),
-            None => bail!("the Start stream had no end event"),
+        match exit_code(status, &wire)? {
+            0 => {}
+            code => bail!("`true` exited with {code}"),
         }
         if i >= WARMUP {
             samples.push(took.as_secs_f64() * 1000.0);
         }
     }
     Ok(samples)
+}
+
+/// Runs `bash -l -c cmd` as the default user to its end; its exit code.
+pub async fn run(
+    client: &Client,
+    proxy_tls: SocketAddr,
+    sandbox: &SandboxAddr,
+    cmd: &str,
+) -> Result<i64> {
+    let ep = sandbox.endpoint(proxy_tls, ENVD_PORT, true);
+    let mut conn = client
+        .connect(&ep)
+        .await
+        .context("connecting to envd through the proxy")?;
+    let msg = serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
+    let req = start_request(&ep, sandbox, envelope(0, msg.to_string().as_bytes()))?;
+    conn.ready().await.context("connection to envd closed")?;
+    let resp = conn
+        .send_request(req)
+        .await
+        .context("process.Process/Start")?;
+    let status = resp.status();
+    let wire = resp
+        .into_body()
+        .collect()
+        .await
+        .context("reading the Start stream")?
+        .to_bytes();
+    exit_code(status, &wire).with_context(|| format!("running `{cmd}`"))
+}
+
+fn start_request(
+    ep: &Endpoint,
+    sandbox: &SandboxAddr,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>> {
+    let mut req = request(ep, http::Method::POST, "/process.Process/Start")
+        .header(http::header::CONTENT_TYPE, "application/connect+json")
+        .header("Connect-Protocol-Version", "1");
+    if let Some(token) = &sandbox.envd_token {
+        req = req.header("X-Access-Token", token);
+    }
+    Ok(req.body(Full::new(body))?)
+}
+
+/// The exit code a whole `Start` stream reports.
+fn exit_code(status: http::StatusCode, wire: &Bytes) -> Result<i64> {
+    if status != http::StatusCode::OK {
+        bail!(
+            "process.Process/Start answered {status}: {}",
+            String::from_utf8_lossy(wire)
+        );
+    }
+    let mut buf = BytesMut::from(&wire[..]);
+    let mut code = None;
+    while let Some((flags, payload)) = next_envelope(&mut buf)? {
+        let v: serde_json::Value =
+            serde_json::from_slice(&payload).context("parsing a Start event")?;
+        if flags & END_STREAM != 0 {
+            if let Some(err) = v.get("error") {
+                bail!("the Start stream ended with an error: {err}");
+            }
+        } else if let Some(end) = v.pointer("/event/end") {
+            // proto3 JSON omits a zero exit code.
+            code = Some(end.get("exitCode").and_then(|c| c.as_i64()).unwrap_or(0));
+        }
+    }
+    code.ok_or_else(|| anyhow::anyhow!("the Start stream had no end event"))
 }
 
 fn envelope(flags: u8, payload: &[u8]) -> Bytes {

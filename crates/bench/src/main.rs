@@ -15,6 +15,7 @@ mod machine;
 mod memory;
 mod netns;
 mod nginx;
+mod persist;
 mod proxy;
 mod report;
 mod sdk;
@@ -45,6 +46,7 @@ enum Section {
     Interpreter,
     Proxy,
     Websocket,
+    Persist,
     Density,
     Teardown,
 }
@@ -108,6 +110,7 @@ struct Counts {
     ws_messages: usize,
     density: usize,
     teardown: usize,
+    persist: persist::PersistCounts,
 }
 
 impl Counts {
@@ -124,6 +127,10 @@ impl Counts {
                 ws_messages: 20,
                 density: 20,
                 teardown: 3,
+                persist: persist::PersistCounts {
+                    rounds: 1,
+                    big_write_mib: 128,
+                },
             }
         } else {
             Self {
@@ -137,6 +144,10 @@ impl Counts {
                 ws_messages: 1000,
                 density: 1000,
                 teardown: 30,
+                persist: persist::PersistCounts {
+                    rounds: 10,
+                    big_write_mib: 1024,
+                },
             }
         };
         if let Some(d) = a.density {
@@ -393,6 +404,15 @@ async fn measure(
                 &e,
             )),
         }
+    }
+    if wants(Section::Persist) {
+        tracing::info!("pause, resume, snapshots, fork, auto-resume");
+        let edge = persist::Edge {
+            https: sandbar.https,
+            domain: sandbar.env.require("E2B_DOMAIN")?.to_string(),
+            instance: sandbar.instance.clone(),
+        };
+        rows.extend(persist::rows(&api, &edge, &counts.persist).await);
     }
     if wants(Section::Density) {
         tracing::info!(target = counts.density, "idle memory and density");

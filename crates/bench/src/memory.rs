@@ -9,6 +9,8 @@ use anyhow::{Context, Result};
 pub struct MemInfo {
     pub total: u64,
     pub available: u64,
+    /// tmpfs and shared memory.
+    pub shmem: u64,
 }
 
 impl MemInfo {
@@ -40,6 +42,7 @@ fn parse_meminfo(text: &str) -> Result<MemInfo> {
     Ok(MemInfo {
         total: field("MemTotal")?,
         available: field("MemAvailable")?,
+        shmem: field("Shmem")?,
     })
 }
 
@@ -118,8 +121,10 @@ mod tests {
 
     #[test]
     fn reads_meminfo_fields() {
-        let m = parse_meminfo("MemTotal:       2048 kB\nMemFree:  1 kB\nMemAvailable:   1024 kB\n")
-            .unwrap();
+        let m = parse_meminfo(
+            "MemTotal:       2048 kB\nMemFree:  1 kB\nMemAvailable:   1024 kB\nShmem: 8 kB\n",
+        )
+        .unwrap();
         assert_eq!(
             (m.total, m.available, m.used()),
             (2048 * 1024, 1024 * 1024, 1024 * 1024)

@@ -108,6 +108,22 @@ impl Row {
         }
     }
 
+    /// A distribution of `samples` in milliseconds, or an error row when
+    /// there are none.
+    pub fn millis(what: impl Into<String>, samples: &[f64]) -> Self {
+        let what = what.into();
+        match Summary::of(samples) {
+            Some(summary) => Self::new(
+                what,
+                Measure::Distribution {
+                    unit: Unit::Ms,
+                    summary,
+                },
+            ),
+            None => Self::error(what, &anyhow::anyhow!("no samples")),
+        }
+    }
+
     pub fn error(what: impl Into<String>, err: &anyhow::Error) -> Self {
         Self::new(
             what,

@@ -9,8 +9,7 @@ use anyhow::{bail, Result};
 use crate::api::Api;
 use crate::create::ms;
 use crate::memory::{sandbox_cgroup_dirs, sandbox_pids};
-use crate::report::{Measure, Row, Unit};
-use crate::stats::Summary;
+use crate::report::Row;
 
 const GONE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -36,18 +35,8 @@ pub async fn rows(api: &Api, instance: &str, data_dir: &Path, n: usize) -> Vec<R
             Row::error("kill: DELETE → resources gone", &e),
         ];
     }
-    let row = |what: &str, samples: &[f64], note: &str| match Summary::of(samples) {
-        Some(summary) => Row::new(
-            what,
-            Measure::Distribution {
-                unit: Unit::Ms,
-                summary,
-            },
-        )
-        .note(note)
-        .judged(),
-        None => Row::error(what, &anyhow::anyhow!("no samples")),
-    };
+    let row =
+        |what: &str, samples: &[f64], note: &str| Row::millis(what, samples).note(note).judged();
     vec![
         row("kill: DELETE → 204", &delete_ms, ""),
         row(
