@@ -239,6 +239,12 @@ pub struct TeamInfo {
     pub is_default: bool,
 }
 
+/// `GET /sandboxes/metrics`.
+#[derive(Debug, Serialize)]
+pub struct SandboxesWithMetrics {
+    pub sandboxes: BTreeMap<String, SandboxMetric>,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxMetric {

@@ -452,6 +452,38 @@ async fn every_error_is_json() {
             "{method} {path}"
         );
     }
+    // Env vars that cannot be a process environment are 400s, not a
+    // sandbox whose every command fails.
+    for vars in [
+        json!({"A=B": "x"}),
+        json!({"": "x"}),
+        json!({"A": "x\u{0}y"}),
+    ] {
+        let r = h
+            .call(
+                "POST",
+                "/v2/sandboxes",
+                Some(json!({"templateID": "base", "envVars": vars})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{vars}: {}", r.body);
+        assert!(r.body["message"].as_str().unwrap().contains("envVars"));
+    }
+    // Metrics of many: ids are required and bounded.
+    let r = h.call("GET", "/sandboxes/metrics", None).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    let many = (0..101)
+        .map(|i| format!("s{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let r = h
+        .call(
+            "GET",
+            &format!("/sandboxes/metrics?sandbox_ids={many}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
     // Lifecycle settings E2B refuses are 400s.
     for body in [
         json!({"templateID": "base", "autoPauseMemory": false}),
@@ -970,6 +1002,16 @@ async fn a_team_sees_and_touches_only_its_own_sandboxes() {
     }
     assert!(h.node.is_alive(id), "the other team's calls did nothing");
     assert!(h.node.egress.lock().unwrap().is_empty());
+
+    // Metrics of many: mine for me, nothing of mine for the other team.
+    let uri = format!("/sandboxes/metrics?sandbox_ids={id},nosuchsandbox");
+    let r = h.call("GET", &uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let got = r.body["sandboxes"].as_object().unwrap();
+    assert_eq!(got.keys().collect::<Vec<_>>(), vec![id]);
+    assert_eq!(got[id]["cpuCount"], 2);
+    let r = other.call("GET", &uri, None).await;
+    assert_eq!(r.body, json!({"sandboxes": {}}));
 
     // Mine, listed by me: no tokens in list entries (E2B's ListedSandbox).
     let listed = h.call("GET", "/v2/sandboxes", None).await;

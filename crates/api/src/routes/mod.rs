@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
             "/templates/{id}",
             delete(persistence::delete_template).fallback(unsupported::templates),
         )
+        .route("/sandboxes/metrics", get(sandboxes::metrics_of_many))
         .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
         .route("/sandboxes/{id}/logs", get(sandboxes::logs))
         .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs))

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -15,10 +15,11 @@ use crate::body::{JsonBody, OptionalJsonBody};
 use crate::error::ApiError;
 use crate::model::{
     rfc3339, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail, SandboxIdentity,
-    SandboxLogs, SandboxMetric, TimeoutBody,
+    SandboxLogs, SandboxMetric, SandboxesWithMetrics, TimeoutBody,
 };
 use crate::timeouts;
 use crate::AppState;
+use serde::Deserialize;
 
 /// E2B uses 20 characters of `[a-z0-9]`; the proxy relies on that alphabet.
 const ID_LEN: usize = 20;
@@ -336,6 +337,24 @@ pub(crate) async fn make_sandbox(
     Ok(record)
 }
 
+/// Env vars become a process environment: a name with `=` or NUL, an empty
+/// one, or a value with NUL cannot be one (and would fail every command).
+fn check_env_vars(vars: Option<&BTreeMap<String, String>>) -> Result<(), ApiError> {
+    for (k, v) in vars.into_iter().flatten() {
+        if k.is_empty() || k.contains(['=', '\0']) {
+            return Err(ApiError::bad_request(format!(
+                "envVars: {k:?} is not a variable name (it must be non-empty, without '=' or NUL)"
+            )));
+        }
+        if v.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "envVars: the value of {k:?} holds a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The lifecycle a create asks for, checked as E2B checks it.
 fn lifecycle_of(
     req: &NewSandbox,
@@ -376,6 +395,7 @@ pub async fn create(
         None => state.config.default_timeout,
     };
     refuse_unsupported(&req)?;
+    check_env_vars(req.env_vars.as_ref())?;
     let lifecycle = lifecycle_of(&req, timeout)?;
     let (template, base_layer, resources) = if state.backend.has_template(&asked) {
         (
@@ -510,9 +530,13 @@ pub async fn metrics(
     Path(id): Path<String>,
 ) -> Result<Json<Vec<SandboxMetric>>, ApiError> {
     live(&state, &caller, &id).await?;
-    let m = state.backend.metrics(&id).map_err(runtime_error)?;
+    Ok(Json(vec![sample(&state, &id)?]))
+}
+
+fn sample(state: &AppState, id: &str) -> Result<SandboxMetric, ApiError> {
+    let m = state.backend.metrics(id).map_err(runtime_error)?;
     let now = Utc::now();
-    Ok(Json(vec![SandboxMetric {
+    Ok(SandboxMetric {
         timestamp: rfc3339(now),
         timestamp_unix: now.timestamp(),
         cpu_count: m.cpu_count,
@@ -522,7 +546,56 @@ pub async fn metrics(
         mem_cache: m.mem_cache,
         disk_used: m.disk_used,
         disk_total: m.disk_total,
-    }]))
+    })
+}
+
+/// At most this many ids in one `GET /sandboxes/metrics` (the spec's).
+const MAX_METRICS_IDS: usize = 100;
+
+#[derive(Debug, Deserialize)]
+pub struct MetricsQuery {
+    sandbox_ids: Option<String>,
+}
+
+/// `GET /sandboxes/metrics?sandbox_ids=a,b`: the current sample of each of
+/// the caller's running sandboxes among them; others are left out.
+pub async fn metrics_of_many(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<MetricsQuery>,
+) -> Result<Json<SandboxesWithMetrics>, ApiError> {
+    let ids: std::collections::BTreeSet<&str> = q
+        .sandbox_ids
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return Err(ApiError::bad_request(
+            "sandbox_ids is required: a comma-separated list of sandbox ids",
+        ));
+    }
+    if ids.len() > MAX_METRICS_IDS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_METRICS_IDS} sandbox ids at once ({} given)",
+            ids.len()
+        )));
+    }
+    let mut sandboxes = BTreeMap::new();
+    for id in ids {
+        let Ok(rec) = live(&state, &caller, id).await else {
+            continue;
+        };
+        if rec.state != SandboxState::Running {
+            continue;
+        }
+        if let Ok(m) = sample(&state, id) {
+            sandboxes.insert(id.to_string(), m);
+        }
+    }
+    Ok(Json(SandboxesWithMetrics { sandboxes }))
 }
 
 /// The runtime keeps no sandbox logs yet, so the list is empty (the shape is
