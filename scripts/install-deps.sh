@@ -5,7 +5,7 @@ set -euo pipefail
 
 runtime_pkgs=(nftables mmdebstrap btrfs-progs libnss-myhostname iproute2 procps ca-certificates curl)
 build_pkgs=(protobuf-compiler libprotobuf-dev pkg-config gcc)
-test_pkgs=(sqlite3 wrk nginx-light chromium)
+test_pkgs=(sqlite3 wrk nginx-light chromium postgresql)
 
 want=("${runtime_pkgs[@]}" "${build_pkgs[@]}")
 if [[ "${1:-}" == "--with-test-tools" ]]; then

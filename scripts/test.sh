@@ -17,7 +17,9 @@ step "system packages"
 scripts/install-deps.sh --with-test-tools
 
 leak_state="$(mktemp -d -t sandbar-leak-check.XXXXXX)"
-trap 'rm -rf "$leak_state"' EXIT
+# shellcheck source=tests/lib/postgres.sh
+source tests/lib/postgres.sh
+trap 'pg_scratch_stop "$leak_state/pg"; rm -rf "$leak_state"' EXIT
 step "what this host holds before the tests"
 scripts/leak-check.sh start "$leak_state"
 
@@ -43,8 +45,10 @@ step "templates (built once, then cached)"
 "$bin/sandbar" template build base
 "$bin/sandbar" template build code-interpreter-v1
 
-step "unit and integration tests"
+step "unit and integration tests (the store on SQLite and on a scratch PostgreSQL)"
+pg_scratch_start "$leak_state/pg"
 cargo test --workspace --locked
+pg_scratch_stop "$leak_state/pg"
 
 step "end-to-end: envd with the official SDKs"
 E2E_ENVD_BIN="$bin/envd" tests/e2e/run-envd.sh

@@ -1,6 +1,7 @@
-//! Persistent control-plane state: API keys (only their hashes), sandbox
-//! records and their timeouts. SQLite in the data directory by default,
-//! PostgreSQL (`postgres://...`) when several nodes share one catalog.
+//! Persistent control-plane state: teams, API keys (only their hashes),
+//! sandbox records and their timeouts, snapshots, metrics over time. SQLite
+//! in the data directory by default, PostgreSQL (`postgres://...`) when
+//! several nodes share one catalog.
 //!
 //! Queries go through sqlx's `Any` driver and are checked at run time, so the
 //! crate builds without a database at hand. Both backends run the same SQL:
@@ -10,6 +11,7 @@
 //! Owns: the schema and its migrations. Must not touch: sandboxes themselves.
 
 mod keys;
+mod metrics;
 mod sandboxes;
 mod snapshots;
 mod teams;
@@ -21,6 +23,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 
 pub use keys::{generate_key, hash_key, ApiKey, NewApiKey};
+pub use metrics::{Lifespan, MetricSample, MAX_SAMPLES};
 pub use sandboxes::{Cursor, Lifecycle, ListFilter, SandboxRecord, SandboxState};
 pub use snapshots::SnapshotRecord;
 pub use teams::{valid_team_name, Team, TeamLimits, TeamUsage, DEFAULT_TEAM};
@@ -192,7 +195,8 @@ pub(crate) mod testing {
             self.store.close().await;
             if let Some((admin, db)) = self.pg {
                 let mut conn = sqlx::AnyConnection::connect(&admin).await.unwrap();
-                sqlx::query(&format!("DROP DATABASE {db}"))
+                // FORCE: the server may still be ending the pool's sessions.
+                sqlx::query(&format!("DROP DATABASE {db} WITH (FORCE)"))
                     .execute(&mut conn)
                     .await
                     .unwrap();

@@ -341,6 +341,53 @@ impl Store {
             .collect()
     }
 
+    /// `(id, team)` of a node's running sandboxes (what the metrics sampler
+    /// reads).
+    pub async fn running_sandboxes(&self, node: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, team_id FROM sandboxes WHERE node = $1 AND state = 'running'")
+                .bind(node)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(query_err("listing a node's running sandboxes"))?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")
+                        .map_err(query_err("decoding a sandbox id"))?,
+                    r.try_get("team_id")
+                        .map_err(query_err("decoding a team id"))?,
+                ))
+            })
+            .collect()
+    }
+
+    /// How many of a node's live sandboxes are in each `(state, template)`.
+    pub async fn count_by_state(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, template, COUNT(*) AS n FROM sandboxes WHERE node = $1 AND state <> 'killed' \
+             GROUP BY state, template ORDER BY state, template",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("counting a node's sandboxes"))?;
+        rows.iter()
+            .map(|r| {
+                let n: i64 = r.try_get("n").map_err(query_err("decoding a count"))?;
+                Ok((
+                    r.try_get("state").map_err(query_err("decoding a state"))?,
+                    r.try_get("template")
+                        .map_err(query_err("decoding a template"))?,
+                    u64::try_from(n).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
     /// The earliest end time among a node's live sandboxes.
     pub async fn next_end_at(&self, node: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let row = sqlx::query(
@@ -515,6 +562,41 @@ mod tests {
         let rec = record("abc", t0(), &[("k", "v")]);
         store.insert_sandbox(&rec).await.unwrap();
         assert_eq!(store.get_sandbox("abc").await.unwrap().unwrap(), rec);
+        // Sums decode on both engines (PostgreSQL sums BIGINT as NUMERIC).
+        let used = store.team_usage(crate::DEFAULT_TEAM).await.unwrap();
+        assert_eq!((used.sandboxes, used.memory_mb, used.cpus), (1, 512, 2));
+        assert_eq!(
+            store.running_sandboxes("n1").await.unwrap(),
+            vec![("abc".to_string(), crate::DEFAULT_TEAM.to_string())]
+        );
+        assert!(store.running_sandboxes("n2").await.unwrap().is_empty());
+        assert_eq!(
+            store.count_by_state("n1").await.unwrap(),
+            vec![("running".to_string(), "base".to_string(), 1)]
+        );
+        let around = |a: i64, b: i64| (t0() + Duration::seconds(a), t0() + Duration::seconds(b));
+        let (from, to) = around(-10, 10);
+        assert_eq!(
+            store
+                .team_lifespans(crate::DEFAULT_TEAM, from, to)
+                .await
+                .unwrap(),
+            vec![crate::Lifespan {
+                started_at: t0(),
+                ended_at: None
+            }]
+        );
+        let (from, to) = around(-20, -10);
+        assert!(store
+            .team_lifespans(crate::DEFAULT_TEAM, from, to)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(store
+            .team_lifespans("other", t0(), t0())
+            .await
+            .unwrap()
+            .is_empty());
         assert!(store.get_sandbox("nope").await.unwrap().is_none());
 
         let later = t0() + Duration::seconds(1000);

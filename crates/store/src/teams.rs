@@ -174,7 +174,10 @@ impl Store {
     /// What a team's running sandboxes use.
     pub async fn team_usage(&self, team_id: &str) -> Result<TeamUsage, StoreError> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS n, COALESCE(SUM(memory_mb), 0) AS mem, COALESCE(SUM(cpu_count), 0) AS cpus \
+            // PostgreSQL sums BIGINTs as NUMERIC, which the Any driver
+            // cannot decode: cast back (a no-op on SQLite).
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(memory_mb), 0) AS BIGINT) AS mem, \
+             CAST(COALESCE(SUM(cpu_count), 0) AS BIGINT) AS cpus \
              FROM sandboxes WHERE team_id = $1 AND state = 'running'",
         )
         .bind(team_id)
