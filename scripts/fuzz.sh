@@ -11,6 +11,7 @@
 #   scripts/fuzz.sh envd_paths          only the targets named
 #   FUZZ_CMIN=1 scripts/fuzz.sh         afterwards, merge what the run found
 #                                       into fuzz/corpus/<target>, minimized
+#                                       and cut to FUZZ_CORPUS_BYTES (250000)
 #
 # New inputs go to a scratch corpus under the target dir, so that the
 # checked-in corpus only changes with FUZZ_CMIN=1. See fuzz/README.md.
@@ -83,7 +84,12 @@ for t in "${targets[@]}"; do
       [[ -f $f ]] || continue
       grep -qx "$(basename "$f")" <<<"$seeds" || cp "$f" "$corpus/"
     done
-    echo "    corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
+    # A budget per target keeps the checked-in corpus small: past it the
+    # largest non-seed inputs go (small ones carry most coverage per byte).
+    budget="${FUZZ_CORPUS_BYTES:-250000}"
+    find "$corpus" -type f ! -name 'seed-*' -printf '%s %p\n' | sort -n |
+      awk -v b="$budget" '{ t += $1; if (t > b) print $2 }' | xargs -r rm -f
+    echo "    corpus: $(find "$corpus" -type f | wc -l) files, $(find "$corpus" -type f -printf '%s\n' | awk '{ s += $1 } END { print s }') bytes"
   fi
 done
 
