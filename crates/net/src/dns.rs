@@ -1,10 +1,19 @@
 //! The DNS forwarder sandboxes use as their resolver.
 //!
-//! Sandboxes send DNS to their gateway; nftables redirects it here. The
-//! host's own resolver usually sits on a private address that sandboxes may
-//! not reach, which is why the host relays. Queries are passed through as
-//! bytes; only the header is parsed, to refuse sandboxes whose policy allows
-//! no internet (nftables already drops their packets; this is the second lock).
+//! Sandboxes send DNS to their gateway; nftables redirects it here (and,
+//! for sandboxes whose names are checked, DNS to any address). The host's
+//! own resolver usually sits on a private address that sandboxes may not
+//! reach, which is why the host relays. Queries and answers are relayed as
+//! bytes; they are parsed to see what they ask and carry:
+//! - a sandbox whose policy allows nothing out is REFUSED (nftables already
+//!   drops its packets; this is the second lock);
+//! - a name its policy does not allow gets NXDOMAIN from here, and no query
+//!   leaves the host: nothing is carried out in the labels of a name;
+//! - where the policy allows only names, the addresses of an allowed
+//!   name's answer go into the sandbox's `learned` set before the answer
+//!   goes back, so that the connection made on it finds them.
+//!
+//! Every question is written to the sandbox's egress log.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,12 +21,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RData;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::policy::DnsAccess;
+use crate::egress::{Registry, SandboxEgress};
+use crate::egress_log::{EgressEvent, Verdict};
+use crate::nfset::SetWriter;
 use crate::NetError;
 
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
@@ -82,23 +94,40 @@ pub(crate) struct DnsForwarder {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// What the forwarder consults for every query.
+struct Resolver {
+    upstreams: Vec<SocketAddr>,
+    registry: Arc<Registry>,
+    writer: SetWriter,
+    /// The instance's nftables table, where the learned sets live.
+    table: String,
+}
+
 impl DnsForwarder {
     /// Binds UDP and TCP on the same ephemeral port of every host address
     /// (nftables keeps everyone but sandboxes and loopback away from it).
     pub(crate) async fn start(
         upstreams: Vec<SocketAddr>,
-        access: Arc<DnsAccess>,
+        registry: Arc<Registry>,
+        table: String,
     ) -> Result<Self, NetError> {
         if upstreams.is_empty() {
             return Err(NetError::Config(
                 "no upstream DNS resolver configured".into(),
             ));
         }
+        let writer = SetWriter::new()
+            .map_err(|e| NetError::Setup(format!("opening a netfilter netlink socket: {e}")))?;
         let (udp, tcp) = bind_pair().await?;
         let port = udp.local_addr()?.port();
-        let upstreams: Arc<[SocketAddr]> = upstreams.into();
-        let udp_task = tokio::spawn(serve_udp(Arc::new(udp), upstreams.clone(), access.clone()));
-        let tcp_task = tokio::spawn(serve_tcp(tcp, upstreams, access));
+        let resolver = Arc::new(Resolver {
+            upstreams,
+            registry,
+            writer,
+            table,
+        });
+        let udp_task = tokio::spawn(serve_udp(Arc::new(udp), resolver.clone()));
+        let tcp_task = tokio::spawn(serve_tcp(tcp, resolver));
         tracing::debug!(port, "DNS forwarder listening");
         Ok(Self {
             port,
@@ -117,6 +146,138 @@ impl Drop for DnsForwarder {
             task.abort();
         }
     }
+}
+
+/// What to do with one query.
+enum Decision {
+    /// REFUSED: the source may not resolve at all.
+    Refuse,
+    /// Answered here (NXDOMAIN for a name the policy does not allow).
+    Answer(Vec<u8>),
+    /// Relayed upstream; the answer is then looked at for `questions`.
+    Relay(Relay),
+}
+
+struct Relay {
+    sandbox: Arc<SandboxEgress>,
+    /// Names asked (normalized) and their record types.
+    questions: Vec<(String, String)>,
+}
+
+impl Resolver {
+    /// Judges one query, and counts the verdict for Prometheus.
+    fn decide(&self, from: SocketAddr, query: &[u8]) -> Decision {
+        let decision = self.judge(from, query);
+        let verdict = match decision {
+            Decision::Refuse => "refused",
+            Decision::Answer(_) => "name_denied",
+            Decision::Relay(_) => "relayed",
+        };
+        metrics::counter!("sandbar_dns_queries_total", "verdict" => verdict).increment(1);
+        decision
+    }
+
+    fn judge(&self, from: SocketAddr, query: &[u8]) -> Decision {
+        let Some(sandbox) = sandbox_source(from).and_then(|a| self.registry.get(a)) else {
+            return Decision::Refuse;
+        };
+        let policy = sandbox.policy();
+        if policy.offline() {
+            return Decision::Refuse;
+        }
+        let checks_names = policy.inspects() || policy.learns();
+        let Ok(message) = Message::from_vec(query) else {
+            // What cannot be read cannot be checked.
+            return if checks_names {
+                Decision::Refuse
+            } else {
+                Decision::Relay(Relay {
+                    sandbox,
+                    questions: Vec::new(),
+                })
+            };
+        };
+        let questions: Vec<(String, String)> = message
+            .queries()
+            .iter()
+            .map(|q| {
+                let name = q.name().to_ascii().to_ascii_lowercase();
+                let name = name.trim_end_matches('.').to_string();
+                (name, q.query_type().to_string())
+            })
+            .collect();
+        if checks_names && questions.is_empty() {
+            return Decision::Refuse;
+        }
+        let denied = questions.iter().any(|(name, _)| !policy.allows_name(name));
+        if denied {
+            for (name, qtype) in &questions {
+                sandbox.log(EgressEvent::Dns {
+                    name: name.clone(),
+                    qtype: qtype.clone(),
+                    verdict: Verdict::Denied,
+                    answers: Vec::new(),
+                });
+            }
+            tracing::debug!(sandbox_addr = %sandbox.addr, names = ?questions, "DNS forwarder: name not allowed");
+            return match nxdomain(&message) {
+                Some(answer) => Decision::Answer(answer),
+                None => Decision::Refuse,
+            };
+        }
+        Decision::Relay(Relay { sandbox, questions })
+    }
+
+    /// Looks at an upstream answer: learns its addresses where the policy
+    /// needs them (before the answer is handed over) and logs it.
+    fn finish(&self, relay: &Relay, answer: Option<&[u8]>) {
+        let Some(answer) = answer else {
+            for (name, qtype) in &relay.questions {
+                relay.sandbox.log(EgressEvent::Dns {
+                    name: name.clone(),
+                    qtype: qtype.clone(),
+                    verdict: Verdict::Failed,
+                    answers: Vec::new(),
+                });
+            }
+            return;
+        };
+        let records: Vec<(Ipv4Addr, u32)> = Message::from_vec(answer)
+            .map(|m| {
+                m.answers()
+                    .iter()
+                    .filter_map(|r| match r.data() {
+                        RData::A(a) => Some((a.0, r.ttl())),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, qtype) in &relay.questions {
+            if let Err(e) = relay
+                .sandbox
+                .learn(&self.writer, &self.table, name, &records)
+            {
+                tracing::warn!(sandbox_addr = %relay.sandbox.addr, error = %e, "DNS forwarder: adding learned addresses");
+            }
+            relay.sandbox.log(EgressEvent::Dns {
+                name: name.clone(),
+                qtype: qtype.clone(),
+                verdict: Verdict::Allowed,
+                answers: records.iter().map(|(a, _)| *a).collect(),
+            });
+        }
+    }
+}
+
+/// An NXDOMAIN answer to `query`: the name does not exist, as far as this
+/// sandbox is concerned.
+fn nxdomain(query: &Message) -> Option<Vec<u8>> {
+    let mut answer = Message::error_msg(query.id(), query.op_code(), ResponseCode::NXDomain);
+    answer.add_queries(query.queries().to_vec());
+    answer.set_recursion_desired(query.recursion_desired());
+    answer.set_recursion_available(true);
+    answer.to_vec().ok()
 }
 
 /// An ephemeral UDP port whose TCP twin is free too.
@@ -157,7 +318,7 @@ fn message_id(message: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*message.first()?, *message.get(1)?]))
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, upstreams: Arc<[SocketAddr]>, access: Arc<DnsAccess>) {
+async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
     let in_flight = Arc::new(Semaphore::new(MAX_UDP_IN_FLIGHT));
     let per_source = PerSource::new(MAX_UDP_IN_FLIGHT_PER_SOURCE);
     let mut buf = vec![0u8; MAX_DNS_MESSAGE];
@@ -171,14 +332,20 @@ async fn serve_udp(socket: Arc<UdpSocket>, upstreams: Arc<[SocketAddr]>, access:
             }
         };
         let query = buf[..len].to_vec();
-        let allowed = sandbox_source(from).is_some_and(|a| access.may_resolve(a));
-        if !allowed {
-            tracing::debug!(%from, "DNS forwarder: refused");
-            if let Some(answer) = refusal(&query) {
-                let _ = socket.send_to(&answer, from).await;
+        let relay = match resolver.decide(from, &query) {
+            Decision::Refuse => {
+                tracing::debug!(%from, "DNS forwarder: refused");
+                if let Some(answer) = refusal(&query) {
+                    let _ = socket.send_to(&answer, from).await;
+                }
+                continue;
             }
-            continue;
-        }
+            Decision::Answer(answer) => {
+                let _ = socket.send_to(&answer, from).await;
+                continue;
+            }
+            Decision::Relay(relay) => relay,
+        };
         // Under a flood, dropping is what a resolver does; clients retry.
         let Some(slot) = per_source.try_take(from.ip()) else {
             continue;
@@ -187,14 +354,18 @@ async fn serve_udp(socket: Arc<UdpSocket>, upstreams: Arc<[SocketAddr]>, access:
             continue;
         };
         let socket = socket.clone();
-        let upstreams = upstreams.clone();
+        let resolver = resolver.clone();
         tokio::spawn(async move {
             let _held = (permit, slot);
-            match relay_udp(&query, &upstreams).await {
+            match relay_udp(&query, &resolver.upstreams).await {
                 Ok(answer) => {
+                    resolver.finish(&relay, Some(&answer));
                     let _ = socket.send_to(&answer, from).await;
                 }
-                Err(e) => tracing::debug!(%from, error = %e, "DNS forwarder: no upstream answer"),
+                Err(e) => {
+                    resolver.finish(&relay, None);
+                    tracing::debug!(%from, error = %e, "DNS forwarder: no upstream answer")
+                }
             }
         });
     }
@@ -235,7 +406,7 @@ async fn relay_udp(query: &[u8], upstreams: &[SocketAddr]) -> io::Result<Vec<u8>
     Err(last_err)
 }
 
-async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>, access: Arc<DnsAccess>) {
+async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>) {
     let sessions = Arc::new(Semaphore::new(MAX_TCP_SESSIONS));
     let per_source = PerSource::new(MAX_TCP_SESSIONS_PER_SOURCE);
     loop {
@@ -255,17 +426,10 @@ async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>, access: 
         let Ok(permit) = sessions.clone().try_acquire_owned() else {
             continue;
         };
-        let allowed = sandbox_source(from).is_some_and(|a| access.may_resolve(a));
-        let upstreams = upstreams.clone();
+        let resolver = resolver.clone();
         tokio::spawn(async move {
             let _held = (permit, slot);
-            let session = async {
-                if allowed {
-                    relay_tcp(stream, &upstreams).await
-                } else {
-                    refuse_tcp(stream).await
-                }
-            };
+            let session = tcp_session(stream, from, &resolver);
             match tokio::time::timeout(TCP_SESSION_LIMIT, session).await {
                 Ok(Err(e)) => tracing::debug!(%from, error = %e, "DNS forwarder: TCP session"),
                 Err(_) => tracing::debug!(%from, "DNS forwarder: TCP session timed out"),
@@ -275,14 +439,81 @@ async fn serve_tcp(listener: TcpListener, upstreams: Arc<[SocketAddr]>, access: 
     }
 }
 
-async fn relay_tcp(mut client: TcpStream, upstreams: &[SocketAddr]) -> io::Result<()> {
+async fn read_message(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let len = match stream.read_u16().await {
+        Ok(len) => len,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut message = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut message).await?;
+    Ok(Some(message))
+}
+
+async fn write_message(stream: &mut TcpStream, message: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(message.len()).map_err(io::Error::other)?;
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(message);
+    stream.write_all(&framed).await
+}
+
+/// Queries one at a time, each judged on its own; allowed ones go over one
+/// upstream connection, opened for the first of them.
+async fn tcp_session(
+    mut client: TcpStream,
+    from: SocketAddr,
+    resolver: &Resolver,
+) -> io::Result<()> {
+    let mut upstream: Option<TcpStream> = None;
+    while let Some(query) = read_message(&mut client).await? {
+        match resolver.decide(from, &query) {
+            Decision::Refuse => {
+                if let Some(answer) = refusal(&query) {
+                    write_message(&mut client, &answer).await?;
+                }
+                return client.shutdown().await;
+            }
+            Decision::Answer(answer) => write_message(&mut client, &answer).await?,
+            Decision::Relay(relay) => {
+                let server = match &mut upstream {
+                    Some(server) => server,
+                    None => upstream.insert(connect_upstream(&resolver.upstreams).await?),
+                };
+                let exchanged = async {
+                    write_message(server, &query).await?;
+                    read_message(server).await?.ok_or_else(|| {
+                        io::Error::new(io::ErrorKind::UnexpectedEof, "upstream closed")
+                    })
+                };
+                match tokio::time::timeout(UPSTREAM_TIMEOUT, exchanged).await {
+                    Ok(Ok(answer)) => {
+                        resolver.finish(&relay, Some(&answer));
+                        write_message(&mut client, &answer).await?;
+                    }
+                    Ok(Err(e)) => {
+                        resolver.finish(&relay, None);
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        resolver.finish(&relay, None);
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "upstream timed out",
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn connect_upstream(upstreams: &[SocketAddr]) -> io::Result<TcpStream> {
     let mut last_err = io::Error::other("no upstream");
     for upstream in upstreams {
         match tokio::time::timeout(UPSTREAM_TIMEOUT, TcpStream::connect(upstream)).await {
-            Ok(Ok(mut server)) => {
-                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
-                return Ok(());
-            }
+            Ok(Ok(server)) => return Ok(server),
             Ok(Err(e)) => last_err = e,
             Err(_) => {
                 last_err = io::Error::new(io::ErrorKind::TimedOut, format!("{upstream} timed out"))
@@ -290,19 +521,6 @@ async fn relay_tcp(mut client: TcpStream, upstreams: &[SocketAddr]) -> io::Resul
         }
     }
     Err(last_err)
-}
-
-/// Reads one length-prefixed query and answers REFUSED.
-async fn refuse_tcp(mut client: TcpStream) -> io::Result<()> {
-    let len = client.read_u16().await?;
-    let mut query = vec![0u8; usize::from(len)];
-    client.read_exact(&mut query).await?;
-    if let Some(answer) = refusal(&query) {
-        let len = u16::try_from(answer.len()).map_err(io::Error::other)?;
-        client.write_u16(len).await?;
-        client.write_all(&answer).await?;
-    }
-    client.shutdown().await
 }
 
 /// Nameservers from /etc/resolv.conf, port 53.

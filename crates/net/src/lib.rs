@@ -13,18 +13,24 @@
 pub mod claim;
 mod dial;
 mod dns;
+mod egress;
+mod egress_log;
+mod gateway;
 mod layout;
 mod links;
+mod names;
 mod netns;
+mod nfset;
 mod nft;
 mod policy;
 mod slot;
+mod sniff;
 pub mod special;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -35,12 +41,15 @@ use tokio::task::JoinHandle;
 pub use claim::InstanceClaim;
 pub use dial::dial;
 pub use dns::system_resolvers;
+pub use egress_log::{EgressEvent, Logged, Verdict};
 pub use netns::mount_points;
 
 use dns::DnsForwarder;
+use egress::{Registry, SandboxEgress};
+use gateway::Gateway;
 use layout::{IndexAllocator, Layout};
 use nft::{Firewall, Ranges, SandboxRules};
-use policy::{CompiledPolicy, DnsAccess};
+use policy::CompiledPolicy;
 use slot::Slot;
 
 /// How the node's sandbox network is laid out.
@@ -69,15 +78,20 @@ pub struct NetConfig {
     pub public_ranges: Vec<Ipv4Net>,
 }
 
-/// What a sandbox may reach.
+/// What a sandbox may reach (see `policy.rs` for how the rules combine).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EgressPolicy {
-    /// `false`: nothing leaves the sandbox, DNS included.
+    /// `false`: everything is denied (`0.0.0.0/0`), DNS included, but what
+    /// `allow_out` allows.
     pub allow_internet: bool,
-    /// CIDRs/IPs allowed even when otherwise denied (also private ranges).
+    /// CIDRs, IPs, names and `*.` wildcards allowed even when otherwise
+    /// denied (CIDRs also in ranges the operator opened).
     pub allow_out: Vec<String>,
-    /// CIDRs/IPs denied.
+    /// CIDRs, IPs, names and `*.` wildcards denied.
     pub deny_out: Vec<String>,
+    /// A SOCKS5 proxy all of the sandbox's TCP leaves through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<EgressProxy>,
 }
 
 impl Default for EgressPolicy {
@@ -86,8 +100,21 @@ impl Default for EgressPolicy {
             allow_internet: true,
             allow_out: Vec::new(),
             deny_out: Vec::new(),
+            egress_proxy: None,
         }
     }
+}
+
+/// E2B's `network.egressProxy`: a SOCKS5 proxy (RFC 1928, with RFC 1929
+/// credentials when given) that a sandbox's TCP is tunneled through.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EgressProxy {
+    /// `host:port`; a host name is resolved by the host at each connection.
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
 /// One sandbox's network: its namespace and the addresses on its veth pair.
@@ -125,6 +152,7 @@ pub enum NetError {
 struct Live {
     slot: Slot,
     rules: SandboxRules,
+    egress: Arc<SandboxEgress>,
 }
 
 struct Inner {
@@ -137,8 +165,11 @@ struct Inner {
     /// rtnetlink in the host namespace.
     host: rtnetlink::Handle,
     firewall: Firewall,
-    access: Arc<DnsAccess>,
+    registry: Arc<Registry>,
     dns: Mutex<Option<DnsForwarder>>,
+    gateway: Mutex<Option<Gateway>>,
+    /// Conntrack marks of per-sandbox rules: a fresh one at each change.
+    marks: AtomicU32,
     indices: Mutex<IndexAllocator>,
     pool: Mutex<VecDeque<Slot>>,
     live: Mutex<HashMap<u32, Live>>,
@@ -175,20 +206,22 @@ impl Network {
         refuse_overlap(&host, layout.subnet()).await?;
         enable_forwarding()?;
         netns::prepare_dir(&layout.netns_dir())?;
-        let access = Arc::new(DnsAccess::default());
+        let registry = Arc::new(Registry::default());
         let started = async {
-            let dns = DnsForwarder::start(upstreams, access.clone()).await?;
+            let dns = DnsForwarder::start(upstreams, registry.clone(), layout.table()).await?;
+            let gateway = Gateway::start(registry.clone(), &ranges(&config, &layout)).await?;
             let firewall = Firewall::new(
                 layout.table(),
                 layout.veth_wildcard(),
                 layout.subnet(),
                 dns.port(),
+                gateway.port(),
                 &ranges(&config, &layout),
             );
             firewall.install().await?;
-            Ok::<_, NetError>((dns, firewall))
+            Ok::<_, NetError>((dns, gateway, firewall))
         };
-        let (dns, firewall) = match started.await {
+        let (dns, gateway, firewall) = match started.await {
             Ok(parts) => parts,
             Err(e) => {
                 let _ = netns::clean_dir(&layout.netns_dir(), true);
@@ -201,6 +234,7 @@ impl Network {
             subnet = %layout.subnet(),
             table = %layout.table(),
             dns_port = dns.port(),
+            gateway_port = gateway.port(),
             pool_size = config.pool_size,
             "sandbox network ready"
         );
@@ -213,8 +247,10 @@ impl Network {
             layout,
             host,
             firewall,
-            access,
+            registry,
             dns: Mutex::new(Some(dns)),
+            gateway: Mutex::new(Some(gateway)),
+            marks: AtomicU32::new(1),
             pool: Mutex::new(VecDeque::new()),
             live: Mutex::new(HashMap::new()),
             rules_lock: tokio::sync::Mutex::new(()),
@@ -232,6 +268,7 @@ impl Network {
     /// A ready namespace (from the pool when it has one) with `policy` in force.
     pub async fn acquire(&self, policy: &EgressPolicy) -> Result<SandboxNet, NetError> {
         let compiled = policy::compile(policy, &self.inner.ranges)?;
+        check_proxy(&compiled, &self.inner.ranges).await?;
         let inner = &self.inner;
         inner.ensure_open()?;
         let pooled = lock(&inner.pool).pop_front();
@@ -242,19 +279,27 @@ impl Network {
             // once, that finished sooner than taking them a few at a time.
             None => inner.build_slot().await?,
         };
-        inner.access.set(slot.addr, compiled.allow_internet);
+        let egress = inner
+            .registry
+            .insert(slot.addr, &slot.host_veth, compiled.clone());
         let rules = if compiled.is_default() {
             SandboxRules::default()
         } else {
             let _guard = inner.rules_lock.lock().await;
             match inner
                 .firewall
-                .apply_policy(&slot.host_veth, SandboxRules::default(), &compiled)
+                .apply_policy(
+                    &slot.host_veth,
+                    SandboxRules::default(),
+                    &compiled,
+                    inner.next_mark(),
+                    &[],
+                )
                 .await
             {
                 Ok(rules) => rules,
                 Err(e) => {
-                    inner.access.remove(slot.addr);
+                    inner.registry.remove(slot.addr);
                     // The transaction failed as a whole, so the slot has no rules.
                     inner.discard(slot, SandboxRules::default()).await;
                     return Err(e);
@@ -262,37 +307,84 @@ impl Network {
             }
         };
         if inner.closed.load(Ordering::SeqCst) {
-            inner.access.remove(slot.addr);
+            inner.registry.remove(slot.addr);
             inner.discard(slot, rules).await;
             return Err(NetError::Closed);
         }
         let net = slot.sandbox_net();
-        lock(&inner.live).insert(slot.index, Live { slot, rules });
+        lock(&inner.live).insert(
+            slot.index,
+            Live {
+                slot,
+                rules,
+                egress,
+            },
+        );
         Ok(net)
     }
 
-    /// Changes a live sandbox's egress policy in place.
+    /// Replaces a live sandbox's egress policy in place. Connections the
+    /// new policy forbids are cut (see `nft.rs` and `gateway.rs`).
     pub async fn set_policy(
         &self,
         net: &SandboxNet,
         policy: &EgressPolicy,
     ) -> Result<(), NetError> {
         let compiled = policy::compile(policy, &self.inner.ranges)?;
+        check_proxy(&compiled, &self.inner.ranges).await?;
         let inner = &self.inner;
         let _guard = inner.rules_lock.lock().await;
-        let current = inner.live_rules(net)?;
-        if !compiled.allow_internet {
-            inner.access.set(net.addr, false);
-        }
-        let rules = inner
+        let (current, egress) = inner.live_rules(net)?;
+        let kept = egress.kept_under(&compiled);
+        // The forwarder and the gateway follow at once; the table follows in
+        // one transaction (or the old policy comes back).
+        let old = egress.policy();
+        egress.set_policy(compiled.clone());
+        let applied = inner
             .firewall
-            .apply_policy(&net.host_veth, current, &compiled)
-            .await?;
-        if let Some(live) = lock(&inner.live).get_mut(&net.index) {
-            live.rules = rules;
+            .apply_policy(&net.host_veth, current, &compiled, inner.next_mark(), &kept)
+            .await;
+        match applied {
+            Ok(rules) => {
+                if let Some(live) = lock(&inner.live).get_mut(&net.index) {
+                    live.rules = rules;
+                }
+                tracing::info!(veth = %net.host_veth, "egress policy replaced");
+                Ok(())
+            }
+            Err(e) => {
+                egress.set_policy((*old).clone());
+                Err(e)
+            }
         }
-        inner.access.set(net.addr, compiled.allow_internet);
-        Ok(())
+    }
+
+    /// The egress log of the live sandbox at `addr`: names it asked for,
+    /// connections through the gateway, and (for a sandbox with rules of
+    /// its own) the flows the table saw, oldest first. `None` when no live
+    /// sandbox has that address.
+    pub async fn egress_log(&self, addr: Ipv4Addr) -> Option<Vec<Logged>> {
+        let (egress, rules, veth) = {
+            let live = lock(&self.inner.live);
+            let entry = live.values().find(|l| l.slot.addr == addr)?;
+            (
+                entry.egress.clone(),
+                entry.rules,
+                entry.slot.host_veth.clone(),
+            )
+        };
+        let mut events = egress.events();
+        if rules.egress_chain {
+            events.extend(self.inner.firewall.flows(&veth).await);
+        }
+        events.sort_by_key(|e| e.at);
+        Some(events)
+    }
+
+    /// Port of the egress gateway (TCP, all host addresses; only redirected
+    /// sandbox connections may reach it).
+    pub fn gateway_port(&self) -> Option<u16> {
+        lock(&self.inner.gateway).as_ref().map(Gateway::port)
     }
 
     /// Removes the sandbox's namespace and rules; its veth pair goes with the
@@ -307,11 +399,11 @@ impl Network {
                 _ => None,
             }
         };
-        let Some(Live { slot, rules }) = live else {
+        let Some(Live { slot, rules, .. }) = live else {
             tracing::debug!(veth = %net.host_veth, "release of a sandbox network that is not live");
             return Ok(());
         };
-        inner.access.remove(slot.addr);
+        inner.registry.remove(slot.addr);
         inner.teardown(slot, rules).await
     }
 
@@ -341,7 +433,7 @@ impl Network {
             .map(|(_, live)| live.slot)
             .collect();
         for slot in pooled.iter().chain(&live) {
-            inner.access.remove(slot.addr);
+            inner.registry.remove(slot.addr);
             note(netns::remove(&slot.netns_path));
         }
         note(netns::clean_dir(&inner.layout.netns_dir(), true).map(|_| ()));
@@ -351,6 +443,7 @@ impl Network {
         note(remove_links(&inner.host, &inner.layout.veth_prefix()).await);
         note(inner.firewall.remove().await);
         lock(&inner.dns).take();
+        lock(&inner.gateway).take();
         match first_err {
             None => {
                 tracing::info!(instance = %inner.config.instance, "sandbox network shut down");
@@ -375,6 +468,7 @@ impl Network {
             layout.table(),
             layout.veth_wildcard(),
             layout.subnet(),
+            0,
             0,
             &Ranges::default(),
         )
@@ -445,9 +539,21 @@ impl Inner {
         }
     }
 
-    fn live_rules(&self, net: &SandboxNet) -> Result<SandboxRules, NetError> {
+    fn next_mark(&self) -> u32 {
+        // 0 is what every connection starts with: never a policy's mark.
+        loop {
+            let mark = self.marks.fetch_add(1, Ordering::Relaxed);
+            if mark != 0 {
+                return mark;
+            }
+        }
+    }
+
+    fn live_rules(&self, net: &SandboxNet) -> Result<(SandboxRules, Arc<SandboxEgress>), NetError> {
         match lock(&self.live).get(&net.index) {
-            Some(live) if live.slot.host_veth == net.host_veth => Ok(live.rules),
+            Some(live) if live.slot.host_veth == net.host_veth => {
+                Ok((live.rules, live.egress.clone()))
+            }
             _ => Err(NetError::Setup(format!(
                 "sandbox network {} is not live",
                 net.host_veth
@@ -491,13 +597,8 @@ impl Inner {
                 .await
                 .map_err(quarantine)?;
             let _guard = self.rules_lock.lock().await;
-            let open = CompiledPolicy {
-                allow_internet: true,
-                allow: Vec::new(),
-                deny: Vec::new(),
-            };
             self.firewall
-                .apply_policy(&slot.host_veth, rules, &open)
+                .apply_policy(&slot.host_veth, rules, &CompiledPolicy::open(), 0, &[])
                 .await
                 .map_err(quarantine)?;
         }
@@ -679,6 +780,47 @@ impl NetConfig {
             "no free /24 left in 10.100.0.0-10.199.255.0".into(),
         ))
     }
+}
+
+/// A proxy named by host name must resolve now, and to addresses the host
+/// may dial for a sandbox (E2B refuses the sandbox otherwise, too); the
+/// gateway checks again at every connection.
+async fn check_proxy(policy: &CompiledPolicy, ranges: &Ranges) -> Result<(), NetError> {
+    let Some(proxy) = &policy.proxy else {
+        return Ok(());
+    };
+    if proxy.host.parse::<Ipv4Addr>().is_ok() {
+        return Ok(());
+    }
+    let bad = |why: String| {
+        NetError::Policy(format!(
+            "egressProxy address {}:{}: {why}",
+            proxy.host, proxy.port
+        ))
+    };
+    let resolved = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((proxy.host.as_str(), proxy.port)),
+    )
+    .await
+    .map_err(|_| bad("resolving it timed out".into()))?
+    .map_err(|e| bad(format!("it does not resolve ({e})")))?;
+    let open: Vec<Ipv4Net> = ranges.open.iter().chain(&ranges.public).copied().collect();
+    let v4: Vec<Ipv4Addr> = resolved
+        .filter_map(|a| match a.ip() {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        })
+        .collect();
+    if v4.is_empty() {
+        return Err(bad("it has no IPv4 address".into()));
+    }
+    for addr in v4 {
+        if let Some(why) = policy::proxy_blocked(addr, &open) {
+            return Err(bad(format!("it resolves to {why}")));
+        }
+    }
+    Ok(())
 }
 
 /// The state dir may be shared with other parts of sandbar: only an empty one goes.

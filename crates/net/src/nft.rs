@@ -10,6 +10,9 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
 use ipnet::Ipv4Net;
 use nftables::batch::Batch;
 use nftables::expr::{
@@ -17,8 +20,7 @@ use nftables::expr::{
     Prefix, SetItem, Verdict, CT,
 };
 use nftables::schema::{
-    Chain, Element, FlushObject, NfCmd, NfListObject, Nftables, Rule, Set, SetFlag, SetType,
-    SetTypeValue, Table,
+    Chain, NfListObject, Nftables, Rule, Set, SetFlag, SetType, SetTypeValue, Table,
 };
 use nftables::stmt::{
     AnonymousCounter, Counter, JumpTarget, Match, Operator, Statement, VerdictMap, NAT,
@@ -37,12 +39,45 @@ const BLOCKED6_SET: &str = "blocked6";
 /// Blocked ranges the operator opened: reachable only by sandboxes whose
 /// `allowOut` covers them.
 const OPENED_SET: &str = "opened4";
+/// Sandboxes whose names are checked: DNS to any address goes to the
+/// forwarder, TCP 80/443 to the egress gateway.
+const INSPECTED_SET: &str = "inspected";
+/// Sandboxes whose TCP leaves through their SOCKS5 proxy (the gateway).
+const TUNNELED_SET: &str = "tunneled";
+/// How long a flow stays in a sandbox's flow log sets after it was last
+/// seen, and how many each holds.
+const FLOW_LOG_TIMEOUT_S: u64 = 3600;
+const FLOW_LOG_SIZE: u64 = 1024;
 
 /// What a sandbox currently has in the table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct SandboxRules {
     pub(crate) offline: bool,
+    /// A chain of its own (with its flow log sets).
     pub(crate) egress_chain: bool,
+    /// A set of addresses learned through DNS.
+    pub(crate) learned: bool,
+    pub(crate) inspected: bool,
+    pub(crate) tunneled: bool,
+}
+
+impl SandboxRules {
+    fn wanted(policy: &CompiledPolicy) -> Self {
+        let offline = policy.offline();
+        Self {
+            offline,
+            egress_chain: !offline && (!policy.allow.is_empty() || !policy.deny.is_empty()),
+            learned: policy.learns(),
+            inspected: policy.inspects(),
+            tunneled: policy.tunnels(),
+        }
+    }
+}
+
+/// Names of the flow log sets of a sandbox: flows its rules let through,
+/// and flows they refused.
+pub(crate) fn flow_sets(veth: &str) -> [String; 2] {
+    [format!("flows_ok_{veth}"), format!("flows_no_{veth}")]
 }
 
 #[derive(Debug, Clone)]
@@ -51,6 +86,7 @@ pub(crate) struct Firewall {
     veth_wildcard: String,
     subnet: Ipv4Net,
     dns_port: u16,
+    gateway_port: u16,
     opened: Vec<Ipv4Net>,
     public: Vec<Ipv4Net>,
 }
@@ -143,6 +179,7 @@ impl Firewall {
         veth_wildcard: String,
         subnet: Ipv4Net,
         dns_port: u16,
+        gateway_port: u16,
         ranges: &Ranges,
     ) -> Self {
         Self {
@@ -150,6 +187,7 @@ impl Firewall {
             veth_wildcard,
             subnet,
             dns_port,
+            gateway_port,
             opened: ranges.open.clone(),
             public: ranges.public.clone(),
         }
@@ -189,15 +227,6 @@ impl Firewall {
             chain: Cow::Owned(chain.to_string()),
             expr: expr.into(),
             ..Rule::default()
-        })
-    }
-
-    fn element(&self, set: &str, elem: Expression<'static>) -> NfListObject<'static> {
-        NfListObject::Element(Element {
-            family: NfFamily::INet,
-            table: Cow::Owned(self.table.clone()),
-            name: Cow::Owned(set.to_string()),
-            elem: vec![elem].into(),
         })
     }
 
@@ -244,13 +273,15 @@ impl Firewall {
 
     fn add_sets(&self, batch: &mut Batch<'static>) {
         let table: Cow<'static, str> = Cow::Owned(self.table.clone());
-        batch.add(NfListObject::Set(Box::new(Set {
-            family: NfFamily::INet,
-            table: table.clone(),
-            name: OFFLINE_SET.into(),
-            set_type: SetTypeValue::Single(SetType::Ifname),
-            ..Set::default()
-        })));
+        for name in [OFFLINE_SET, INSPECTED_SET, TUNNELED_SET] {
+            batch.add(NfListObject::Set(Box::new(Set {
+                family: NfFamily::INet,
+                table: table.clone(),
+                name: name.into(),
+                set_type: SetTypeValue::Single(SetType::Ifname),
+                ..Set::default()
+            })));
+        }
         let mut blocked = crate::special::blocked_v4(&self.public);
         blocked.push(self.subnet);
         let blocked = ipnet::Ipv4Net::aggregate(&blocked);
@@ -338,6 +369,99 @@ impl Firewall {
             ],
         ));
 
+        // Sandboxes whose names are checked send DNS to the forwarder
+        // whatever resolver they name: no name is resolved around the policy.
+        batch.add(self.rule(
+            "prerouting",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{INSPECTED_SET}"))),
+                is(meta(MetaKey::L4proto), tcp_or_udp()),
+                is(field("th", "dport"), Expression::Number(53)),
+                Statement::Redirect(Some(NAT {
+                    addr: None,
+                    family: None,
+                    port: Some(port.clone()),
+                    flags: None,
+                })),
+            ],
+        ));
+        // To the egress gateway: all TCP of tunneled sandboxes, TCP 80/443
+        // of those checked by name. (Never what is addressed to the host:
+        // that stays refused in `sandbox_to_host`.)
+        let gateway = Expression::Number(u32::from(self.gateway_port));
+        let not_local = || {
+            is_not(
+                Expression::Named(NamedExpression::Fib(Fib {
+                    result: FibResult::Type,
+                    flags: HashSet::from([FibFlag::Daddr]),
+                })),
+                s("local"),
+            )
+        };
+        let named_ports = || {
+            anon_set(
+                crate::gateway::NAMED_PORTS
+                    .iter()
+                    .map(|p| Expression::Number(u32::from(*p)))
+                    .collect(),
+            )
+        };
+        let to_gateway = || {
+            Statement::Redirect(Some(NAT {
+                addr: None,
+                family: None,
+                port: Some(gateway.clone()),
+                flags: None,
+            }))
+        };
+        batch.add(self.rule(
+            "prerouting",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{TUNNELED_SET}"))),
+                is(meta(MetaKey::L4proto), s("tcp")),
+                not_local(),
+                to_gateway(),
+            ],
+        ));
+        batch.add(self.rule(
+            "prerouting",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{INSPECTED_SET}"))),
+                is(meta(MetaKey::L4proto), s("tcp")),
+                is(field("th", "dport"), named_ports()),
+                not_local(),
+                to_gateway(),
+            ],
+        ));
+        // What goes to the gateway is judged by the sandbox's rules first,
+        // packet by packet as the forward path is: the redirect makes it
+        // local traffic, which `forward` never sees.
+        batch.add(NfListObject::Chain(self.base_chain(
+            "prerouting_filter",
+            NfChainType::Filter,
+            NfHook::Prerouting,
+            -150,
+        )));
+        batch.add(self.rule(
+            "prerouting_filter",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{TUNNELED_SET}"))),
+                is(meta(MetaKey::L4proto), s("tcp")),
+                not_local(),
+                jump("sandbox_out"),
+            ],
+        ));
+        batch.add(self.rule(
+            "prerouting_filter",
+            vec![
+                is(meta(MetaKey::Iifname), s(&format!("@{INSPECTED_SET}"))),
+                is(meta(MetaKey::L4proto), s("tcp")),
+                is(field("th", "dport"), named_ports()),
+                not_local(),
+                jump("sandbox_out"),
+            ],
+        ));
+
         batch.add(NfListObject::Chain(self.base_chain(
             "postrouting",
             NfChainType::NAT,
@@ -364,12 +488,23 @@ impl Firewall {
             "input",
             vec![is(meta(MetaKey::Iifname), ours()), jump("sandbox_to_host")],
         ));
-        // The forwarder listens on all addresses; nobody else may use it.
+        // The forwarder and the gateway listen on all addresses; nobody
+        // else may use them.
         batch.add(self.rule(
             "input",
             vec![
                 is(meta(MetaKey::L4proto), tcp_or_udp()),
                 is(field("th", "dport"), port.clone()),
+                is_not(meta(MetaKey::Iifname), s("lo")),
+                counter(),
+                drop_(),
+            ],
+        ));
+        batch.add(self.rule(
+            "input",
+            vec![
+                is(meta(MetaKey::L4proto), s("tcp")),
+                is(field("th", "dport"), gateway.clone()),
                 is_not(meta(MetaKey::Iifname), s("lo")),
                 counter(),
                 drop_(),
@@ -389,6 +524,15 @@ impl Firewall {
                 has(ct("status"), s("dnat")),
                 is(meta(MetaKey::L4proto), tcp_or_udp()),
                 is(field("th", "dport"), port),
+                accept(),
+            ],
+        ));
+        batch.add(self.rule(
+            "sandbox_to_host",
+            vec![
+                has(ct("status"), s("dnat")),
+                is(meta(MetaKey::L4proto), s("tcp")),
+                is(field("th", "dport"), gateway),
                 accept(),
             ],
         ));
@@ -508,57 +652,205 @@ impl Firewall {
     }
 
     /// Moves a sandbox from the rules it has (`current`) to those `policy`
-    /// needs, in one transaction. Returns what it has afterwards.
+    /// needs, in one transaction. `mark` tags the conntrack entries of
+    /// flows admitted by a learned address under this policy (see
+    /// [`Self::egress_rules`]); `kept` are the learned addresses the new
+    /// policy keeps, with the time they have left. Returns what the
+    /// sandbox has afterwards.
     pub(crate) async fn apply_policy(
         &self,
         veth: &str,
         current: SandboxRules,
         policy: &CompiledPolicy,
+        mark: u32,
+        kept: &[(Ipv4Addr, Duration)],
     ) -> Result<SandboxRules, NetError> {
-        let wanted = SandboxRules {
-            offline: !policy.allow_internet,
-            egress_chain: policy.allow_internet
-                && !(policy.allow.is_empty() && policy.deny.is_empty()),
-        };
-        let mut batch = Batch::new();
+        let wanted = SandboxRules::wanted(policy);
+        let commands = self.policy_commands(veth, current, wanted, policy, mark, kept);
+        if !commands.is_empty() {
+            let payload = serde_json::json!({ "nftables": commands }).to_string();
+            apply_raw(&payload, &format!("setting the egress policy of {veth}")).await?;
+        }
+        Ok(wanted)
+    }
+
+    fn policy_commands(
+        &self,
+        veth: &str,
+        current: SandboxRules,
+        wanted: SandboxRules,
+        policy: &CompiledPolicy,
+        mark: u32,
+        kept: &[(Ipv4Addr, Duration)],
+    ) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let table = self.table.as_str();
         let chain_name = Self::egress_chain_name(veth);
-        match (current.offline, wanted.offline) {
-            (false, true) => batch.add(self.element(OFFLINE_SET, s(veth))),
-            (true, false) => batch.delete(self.element(OFFLINE_SET, s(veth))),
+        let learned = crate::egress::learned_set(veth);
+        let flows = flow_sets(veth);
+        let chain = json!({"family": "inet", "table": table, "name": chain_name});
+        let set = |name: &str| json!({"family": "inet", "table": table, "name": name});
+        let member = |set_name: &str| json!({"element": {"family": "inet", "table": table, "name": set_name, "elem": [veth]}});
+        let mut out = Vec::new();
+        for (set_name, now, then) in [
+            (OFFLINE_SET, current.offline, wanted.offline),
+            (INSPECTED_SET, current.inspected, wanted.inspected),
+            (TUNNELED_SET, current.tunneled, wanted.tunneled),
+        ] {
+            match (now, then) {
+                (false, true) => out.push(json!({"add": member(set_name)})),
+                (true, false) => out.push(json!({"delete": member(set_name)})),
+                _ => {}
+            }
+        }
+        // The chain refers to the sets: it goes (or is emptied) first, and
+        // the sets are made before it is filled.
+        if current.egress_chain {
+            if wanted.egress_chain {
+                out.push(json!({"flush": {"chain": chain}}));
+            } else {
+                let map_elem = json!({"element": {"family": "inet", "table": table, "name": EGRESS_MAP, "elem": [veth]}});
+                out.push(json!({"delete": map_elem}));
+                out.push(json!({"delete": {"chain": chain}}));
+            }
+        }
+        match (current.learned, wanted.learned) {
+            (true, true) => out.push(json!({"flush": {"set": set(&learned)}})),
+            (true, false) => out.push(json!({"delete": {"set": set(&learned)}})),
+            (false, true) => out.push(json!({"add": {"set": {
+                "family": "inet", "table": table, "name": learned,
+                "type": "ipv4_addr", "flags": ["timeout"],
+            }}})),
+            (false, false) => {}
+        }
+        if wanted.learned && !kept.is_empty() {
+            let elems: Vec<serde_json::Value> = kept
+                .iter()
+                .map(|(addr, left)| json!({"elem": {"val": addr.to_string(), "timeout": left.as_secs().max(1)}}))
+                .collect();
+            out.push(json!({"add": {"element": {"family": "inet", "table": table, "name": learned, "elem": elems}}}));
+        }
+        match (current.egress_chain, wanted.egress_chain) {
+            (false, true) => {
+                for name in &flows {
+                    out.push(json!({"add": {"set": {
+                        "family": "inet", "table": table, "name": name,
+                        "type": ["ipv4_addr", "inet_proto", "inet_service"],
+                        // nft marks it dynamic itself (its JSON of 1.0.6 has no such flag).
+                        "flags": ["timeout"],
+                        "timeout": FLOW_LOG_TIMEOUT_S, "size": FLOW_LOG_SIZE,
+                    }}}));
+                }
+                out.push(json!({"add": {"chain": chain}}));
+            }
+            (true, false) => {
+                for name in &flows {
+                    out.push(json!({"delete": {"set": set(name)}}));
+                }
+            }
             _ => {}
         }
         if wanted.egress_chain {
-            if current.egress_chain {
-                batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(&chain_name))));
-            } else {
-                batch.add(NfListObject::Chain(self.chain(&chain_name)));
-            }
-            if !policy.allow.is_empty() {
-                let nets = policy.allow.iter().copied().map(prefix).collect();
-                batch.add(self.rule(
-                    &chain_name,
-                    vec![is(field("ip", "daddr"), anon_set(nets)), accept()],
-                ));
-            }
-            if !policy.deny.is_empty() {
-                let nets = policy.deny.iter().copied().map(prefix).collect();
-                batch.add(self.rule(
-                    &chain_name,
-                    vec![is(field("ip", "daddr"), anon_set(nets)), counter(), drop_()],
-                ));
+            for expr in self.egress_rules(veth, policy, mark) {
+                out.push(json!({"add": {"rule": {"family": "inet", "table": table, "chain": chain_name, "expr": expr}}}));
             }
             if !current.egress_chain {
-                batch.add(self.element(EGRESS_MAP, self.egress_mapping(veth, &chain_name)));
+                let mapping = serde_json::to_value(self.egress_mapping(veth, &chain_name))
+                    .expect("a mapping serializes");
+                out.push(json!({"add": {"element": {"family": "inet", "table": table, "name": EGRESS_MAP, "elem": [mapping]}}}));
             }
-        } else if current.egress_chain {
-            batch.delete(self.element(EGRESS_MAP, s(veth)));
-            batch.delete(NfListObject::Chain(self.chain(&chain_name)));
         }
-        let nftables = batch.to_nftables();
-        if !nftables.objects.is_empty() {
-            apply(nftables, &format!("setting the egress policy of {veth}")).await?;
+        out
+    }
+
+    /// The rules of a sandbox's own chain, in order:
+    /// 1. its `allowOut` CIDRs: accepted (allow wins over any denial);
+    /// 2. with learned addresses: a flow admitted by one under this policy
+    ///    (conntrack mark `mark`) goes on even after its address expired
+    ///    from the set, as a client keeps a connection past a TTL; a new
+    ///    TCP flow to a learned address is admitted and marked. Opened
+    ///    ranges are never reached this way, only through a CIDR. A policy
+    ///    change comes with a new mark, so every such flow is judged again
+    ///    by the new rules on its next packet: those they forbid are cut;
+    /// 3. its `denyOut` CIDRs (all of them when everything is denied): TCP
+    ///    refused with a reset (an established connection is cut at once),
+    ///    the rest dropped.
+    ///
+    /// New flows are recorded in the sandbox's flow log sets on the way.
+    fn egress_rules(
+        &self,
+        veth: &str,
+        policy: &CompiledPolicy,
+        mark: u32,
+    ) -> Vec<Vec<serde_json::Value>> {
+        use serde_json::json;
+        let [ok, no] = flow_sets(veth);
+        let daddr = json!({"payload": {"protocol": "ip", "field": "daddr"}});
+        let nets = |list: &[Ipv4Net]| json!({"set": list.iter().map(|n| json!({"prefix": {"addr": n.network().to_string(), "len": n.prefix_len()}})).collect::<Vec<_>>()});
+        let to =
+            |list: &[Ipv4Net]| json!({"match": {"op": "==", "left": daddr, "right": nets(list)}});
+        let record = |set_name: &str| {
+            vec![
+                json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}}),
+                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": {"set": ["tcp", "udp"]}}}),
+                json!({"set": {"op": "update", "set": format!("@{set_name}"), "elem": {"concat": [
+                    daddr,
+                    {"meta": {"key": "l4proto"}},
+                    {"payload": {"protocol": "th", "field": "dport"}},
+                ]}}}),
+            ]
+        };
+        let with = |mut first: Vec<serde_json::Value>, more: Vec<serde_json::Value>| {
+            first.extend(more);
+            first
+        };
+        let mut rules = Vec::new();
+        if !policy.allow.is_empty() {
+            rules.push(with(vec![to(&policy.allow)], record(&ok)));
+            rules.push(vec![to(&policy.allow), json!({"accept": null})]);
         }
-        Ok(wanted)
+        if policy.learns() {
+            let not_opened =
+                json!({"match": {"op": "!=", "left": daddr, "right": format!("@{OPENED_SET}")}});
+            let marked =
+                json!({"match": {"op": "==", "left": {"ct": {"key": "mark"}}, "right": mark}});
+            let learned = json!({"match": {"op": "==", "left": daddr, "right": format!("@{}", crate::egress::learned_set(veth))}});
+            let tcp = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}});
+            rules.push(vec![marked, not_opened.clone(), json!({"accept": null})]);
+            rules.push(with(
+                vec![tcp.clone(), not_opened.clone(), learned.clone()],
+                record(&ok),
+            ));
+            rules.push(vec![
+                tcp,
+                not_opened,
+                learned,
+                json!({"mangle": {"key": {"ct": {"key": "mark"}}, "value": mark}}),
+                json!({"accept": null}),
+            ]);
+        }
+        if !policy.deny.is_empty() {
+            rules.push(with(vec![to(&policy.deny)], record(&no)));
+            rules.push(vec![
+                to(&policy.deny),
+                json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}),
+                json!({"counter": {"packets": 0, "bytes": 0}}),
+                json!({"reject": {"type": "tcp reset"}}),
+            ]);
+            rules.push(vec![
+                to(&policy.deny),
+                json!({"counter": {"packets": 0, "bytes": 0}}),
+                json!({"drop": null}),
+            ]);
+        }
+        if !policy.default_deny() {
+            // What falls through is accepted by `sandbox_out` (but an
+            // opened range, which stays blocked without a CIDR).
+            let not_opened =
+                json!({"match": {"op": "!=", "left": daddr, "right": format!("@{OPENED_SET}")}});
+            rules.push(with(vec![not_opened], record(&ok)));
+        }
+        rules
     }
 
     fn egress_mapping(&self, veth: &str, chain: &str) -> Expression<'static> {
@@ -568,6 +860,60 @@ impl Firewall {
                 target: Cow::Owned(chain.to_string()),
             })),
         ])
+    }
+}
+
+impl Firewall {
+    /// The flows a sandbox's rules let through and refused within the last
+    /// hour (from its flow log sets), each with about when it was last seen.
+    pub(crate) async fn flows(&self, veth: &str) -> Vec<crate::egress_log::Logged> {
+        use crate::egress_log::{EgressEvent, Logged, Verdict};
+        let now = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for (name, verdict) in flow_sets(veth)
+            .iter()
+            .zip([Verdict::Allowed, Verdict::Denied])
+        {
+            let listed = tokio::process::Command::new("nft")
+                .args(["-j", "list", "set", "inet", &self.table, name])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .await;
+            let Ok(listed) = listed else { continue };
+            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&listed.stdout) else {
+                continue;
+            };
+            for object in json["nftables"].as_array().into_iter().flatten() {
+                for elem in object["set"]["elem"].as_array().into_iter().flatten() {
+                    let item = &elem["elem"];
+                    let parts = item["val"]["concat"].as_array();
+                    let Some([to, protocol, port]) = parts.map(Vec::as_slice) else {
+                        continue;
+                    };
+                    let (Some(to), Some(protocol), Some(port)) = (
+                        to.as_str().and_then(|t| t.parse().ok()),
+                        protocol.as_str(),
+                        port.as_u64().and_then(|p| u16::try_from(p).ok()),
+                    ) else {
+                        continue;
+                    };
+                    let timeout = item["timeout"].as_u64().unwrap_or(FLOW_LOG_TIMEOUT_S);
+                    let expires = item["expires"].as_u64().unwrap_or(timeout);
+                    let ago = Duration::from_secs(timeout.saturating_sub(expires));
+                    out.push(Logged {
+                        at: now.checked_sub(ago).unwrap_or(now),
+                        event: EgressEvent::Flow {
+                            to,
+                            protocol: protocol.to_string(),
+                            port,
+                            verdict,
+                        },
+                    });
+                }
+            }
+        }
+        out
     }
 }
 
@@ -632,6 +978,7 @@ mod tests {
             "sbt-*".into(),
             "10.201.0.0/24".parse().unwrap(),
             5353,
+            5454,
             &Ranges {
                 open: vec!["10.77.0.0/16".parse().unwrap()],
                 public: vec!["203.0.113.80/32".parse().unwrap()],
@@ -653,6 +1000,7 @@ mod tests {
             "{json}"
         );
         assert!(json.contains(r#"{"redirect":{"port":5353}}"#), "{json}");
+        assert!(json.contains(r#"{"redirect":{"port":5454}}"#), "{json}");
         assert!(
             json.contains(r#"{"fib":{"result":"type","flags":["daddr"]}}"#),
             "{json}"

@@ -20,6 +20,7 @@ fn policy(allow_internet: bool, allow: &[&str], deny: &[&str]) -> EgressPolicy {
         allow_internet,
         allow_out: allow.iter().map(|s| s.to_string()).collect(),
         deny_out: deny.iter().map(|s| s.to_string()).collect(),
+        egress_proxy: None,
     }
 }
 

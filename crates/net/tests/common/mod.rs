@@ -3,6 +3,10 @@
 
 #![allow(dead_code)]
 
+pub mod servers;
+#[allow(unused_imports)] // not every test file uses the servers
+pub use servers::*;
+
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
@@ -380,6 +384,10 @@ impl TestHost {
 
     pub fn sock(&self) -> SocketAddr {
         (self.addr, self.port).into()
+    }
+
+    pub fn netns_path(&self) -> PathBuf {
+        PathBuf::from(format!("/run/netns/{}", self.name))
     }
 }
 
