@@ -7,7 +7,13 @@
 //! `writable/<id>` (one subvolume per sandbox: `upper/` and `work/` of its
 //! overlay, limited by a quota group to the sandbox's disk size) and
 //! `layers/<id>` (read-only snapshots of writable layers, each described by
-//! `layers/<id>.json`). Must not touch: namespaces, processes, HTTP, the database.
+//! `layers/<id>.json`), and the process images (CRIU) of what carries
+//! memory: `checkpoints/<id>/` for a sandbox checkpointed with its processes
+//! (a paused sandbox that outlives the server), `layers/<id>.memory/` for a
+//! snapshot layer taken with its processes. The images are opaque here: the
+//! runtime writes and reads them, the store only keeps them beside the files
+//! they belong to, outside any quota, and deletes them with those. Must not
+//! touch: namespaces, processes, HTTP, the database.
 //!
 //! Why btrfs, measured on the 2-core build machine (see ARCHITECTURE.md):
 //! a per-sandbox tmpfs counts every byte written against the sandbox's
@@ -99,6 +105,46 @@ impl Layer {
     pub fn upper(&self) -> PathBuf {
         self.dir.join("upper")
     }
+
+    /// The process images taken with this layer (a snapshot with memory),
+    /// if it has them.
+    pub fn memory(&self) -> Option<PathBuf> {
+        let dir = memory_dir_of(&self.dir);
+        dir.is_dir().then_some(dir)
+    }
+}
+
+/// `layers/<id>` -> `layers/<id>.memory`.
+fn memory_dir_of(layer_dir: &Path) -> PathBuf {
+    let mut name = layer_dir.file_name().unwrap_or_default().to_os_string();
+    name.push(MEMORY_SUFFIX);
+    layer_dir.with_file_name(name)
+}
+
+/// Removes a directory of images: plain files only (what CRIU writes), so
+/// that nothing here ever recurses into anything else.
+fn remove_images(dir: &Path) -> Result<(), LayerError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(format!("read {}", dir.display()))(e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        let removed = if is_dir {
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(io(format!("remove {}", path.display())))?;
+    }
+    match std::fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(io(format!("remove {}", dir.display()))(e))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// A sandbox's writable layer: overlayfs' upper and work directories.
@@ -126,13 +172,16 @@ pub struct LayerStore {
 
 const WRITABLE: &str = "writable";
 const LAYERS: &str = "layers";
+const CHECKPOINTS: &str = "checkpoints";
+/// Suffix of a layer's memory images beside it: `layers/<id>.memory`.
+const MEMORY_SUFFIX: &str = ".memory";
 
 impl LayerStore {
     /// Mounts (making it on first use) the store's filesystem. Blocking.
     pub fn open(config: &StoreConfig) -> Result<Self, LayerError> {
         let pool = pool::Pool::open(config)?;
         let root = pool.mount_point().to_path_buf();
-        for d in [WRITABLE, LAYERS] {
+        for d in [WRITABLE, LAYERS, CHECKPOINTS] {
             std::fs::create_dir_all(root.join(d)).map_err(io(format!("create {d}")))?;
         }
         Ok(Self { root, pool })
@@ -216,6 +265,91 @@ impl LayerStore {
         let parent = self.dir_fd(WRITABLE)?;
         btrfs::destroy_subvolume(parent.as_fd(), id)
             .map_err(io(format!("delete the writable layer of {id}")))
+    }
+
+    /// Where the process images of sandbox `id` are kept while it is
+    /// checkpointed (`checkpoints/<id>/`), if it has any.
+    pub fn checkpoint(&self, id: &str) -> Option<PathBuf> {
+        let id = checked(id).ok()?;
+        let dir = self.root.join(CHECKPOINTS).join(id);
+        dir.is_dir().then_some(dir)
+    }
+
+    /// An empty `checkpoints/<id>/` for new images (one left there before
+    /// is deleted first). `id` is a sandbox's, or a scratch name for images
+    /// that [`attach_memory`](Self::attach_memory) moves to a layer.
+    pub fn create_checkpoint(&self, id: &str) -> Result<PathBuf, LayerError> {
+        let id = checked(id)?;
+        let dir = self.root.join(CHECKPOINTS).join(id);
+        remove_images(&dir)?;
+        std::fs::create_dir(&dir).map_err(io(format!("create the checkpoint dir of {id}")))?;
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io("chmod the checkpoint dir"))?;
+        Ok(dir)
+    }
+
+    /// Deletes the images of sandbox `id` (nothing if it has none).
+    pub fn remove_checkpoint(&self, id: &str) -> Result<(), LayerError> {
+        let id = checked(id)?;
+        remove_images(&self.root.join(CHECKPOINTS).join(id))
+    }
+
+    /// Ids of every checkpoint on disk.
+    pub fn checkpoint_ids(&self) -> Vec<String> {
+        list_dir(&self.root.join(CHECKPOINTS))
+    }
+
+    /// Makes checkpoint `id` the memory images of `layer` (a snapshot taken
+    /// with its processes): moved, so the checkpoint is gone afterwards.
+    pub fn attach_memory(&self, layer: &str, id: &str) -> Result<PathBuf, LayerError> {
+        let (layer, id) = (checked(layer)?, checked(id)?);
+        let target = self.memory_target(layer)?;
+        std::fs::rename(self.root.join(CHECKPOINTS).join(id), &target)
+            .map_err(io(format!("move checkpoint {id} to layer {layer}")))?;
+        Ok(target)
+    }
+
+    /// Gives `layer` a copy of checkpoint `id` as its memory images, by hard
+    /// links (O(1); images are never written once made): a snapshot of a
+    /// sandbox that is checkpointed, which keeps its own.
+    pub fn link_memory(&self, layer: &str, id: &str) -> Result<PathBuf, LayerError> {
+        let (layer, id) = (checked(layer)?, checked(id)?);
+        let target = self.memory_target(layer)?;
+        let source = self.root.join(CHECKPOINTS).join(id);
+        let linked = (|| {
+            std::fs::create_dir(&target)?;
+            for entry in std::fs::read_dir(&source)? {
+                let entry = entry?;
+                if !entry.file_type()?.is_file() {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not a plain file",
+                        entry.path().display()
+                    )));
+                }
+                std::fs::hard_link(entry.path(), target.join(entry.file_name()))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = linked {
+            let _ = remove_images(&target);
+            return Err(io(format!("link checkpoint {id} to layer {layer}"))(e));
+        }
+        Ok(target)
+    }
+
+    fn memory_target(&self, layer: &str) -> Result<PathBuf, LayerError> {
+        let dir = self.root.join(LAYERS).join(layer);
+        if !dir.is_dir() {
+            return Err(LayerError::NotFound(layer.to_string()));
+        }
+        let target = memory_dir_of(&dir);
+        if target.exists() {
+            return Err(LayerError::InUse(
+                layer.to_string(),
+                "it has memory images already".into(),
+            ));
+        }
+        Ok(target)
     }
 
     /// Bytes written in a writable layer (its quota group's count).
@@ -325,11 +459,26 @@ impl LayerStore {
             match btrfs::destroy_subvolume(parent.as_fd(), &id) {
                 Ok(()) => {
                     let _ = std::fs::remove_file(self.root.join(LAYERS).join(format!("{id}.json")));
+                    if let Err(e) = remove_images(&memory_dir_of(&self.root.join(LAYERS).join(&id)))
+                    {
+                        tracing::warn!(layer = %id, error = %e, "removing an unused layer's memory");
+                    }
                     if complete {
                         removed.push(id);
                     }
                 }
                 Err(e) => tracing::warn!(layer = %id, error = %e, "removing an unused layer"),
+            }
+        }
+        // Memory images whose layer is gone (a removal that died halfway).
+        if let Ok(rd) = std::fs::read_dir(self.root.join(LAYERS)) {
+            for entry in rd.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Some(id) = name.strip_suffix(MEMORY_SUFFIX) {
+                    if checked(id).is_ok() && !self.root.join(LAYERS).join(id).exists() {
+                        let _ = remove_images(&entry.path());
+                    }
+                }
             }
         }
         removed

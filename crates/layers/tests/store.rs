@@ -127,3 +127,56 @@ fn writable_layers_are_limited_committed_stacked_and_collected() {
     store.close();
     assert!(!mounted(&root));
 }
+
+#[test]
+fn process_images_live_beside_sandboxes_and_layers_and_go_with_them() {
+    let d = tempfile::Builder::new()
+        .prefix("sandbar-layers-")
+        .tempdir()
+        .unwrap();
+    let store = open(d.path());
+    let w = store.create_writable("sb1", 32).unwrap();
+    assert!(store.checkpoint("sb1").is_none());
+
+    // A sandbox's images: made empty (an old set goes first), listed, removed.
+    let dir = store.create_checkpoint("sb1").unwrap();
+    std::fs::write(dir.join("pages-1.img"), "old").unwrap();
+    let dir = store.create_checkpoint("sb1").unwrap();
+    assert!(!dir.join("pages-1.img").exists(), "a fresh set");
+    std::fs::write(dir.join("pages-1.img"), "memory").unwrap();
+    assert_eq!(store.checkpoint("sb1"), Some(dir.clone()));
+    assert_eq!(store.checkpoint_ids(), ["sb1"]);
+    assert!(store.create_checkpoint("../x").is_err());
+
+    // A snapshot of a checkpointed sandbox links its images (both keep them).
+    let l1 = store.commit(&w, None, "base").unwrap();
+    assert!(l1.memory().is_none(), "files only");
+    store.link_memory(&l1.meta.id, "sb1").unwrap();
+    let l1 = store.layer(&l1.meta.id).unwrap();
+    let mem = l1.memory().expect("the layer has images");
+    assert_eq!(
+        std::fs::read_to_string(mem.join("pages-1.img")).unwrap(),
+        "memory"
+    );
+    assert!(store.link_memory(&l1.meta.id, "sb1").is_err(), "only once");
+    store.remove_checkpoint("sb1").unwrap();
+    store.remove_checkpoint("sb1").unwrap();
+    assert!(store.checkpoint("sb1").is_none());
+    assert!(mem.join("pages-1.img").exists(), "the layer's copy stays");
+
+    // Images dumped under a scratch name move to the layer taken with them.
+    let scratch = store.create_checkpoint("snap-1").unwrap();
+    std::fs::write(scratch.join("core-1.img"), "core").unwrap();
+    let l2 = store.commit(&w, Some(&l1.meta.id), "base").unwrap();
+    store.attach_memory(&l2.meta.id, "snap-1").unwrap();
+    assert!(store.checkpoint_ids().is_empty(), "moved, not copied");
+    assert!(store.attach_memory("nosuchlayer", "sb1").is_err());
+    let mem2 = store.layer(&l2.meta.id).unwrap().memory().unwrap();
+
+    // They go with their layers.
+    let removed = store.collect(&HashSet::new(), &HashSet::new());
+    assert_eq!(removed.len(), 2);
+    assert!(!mem.exists() && !mem2.exists());
+    store.remove_writable("sb1").unwrap();
+    store.close();
+}

@@ -24,6 +24,41 @@ pub(crate) struct Binaries {
     dir: PathBuf,
     pub envd: PathBuf,
     pub interpreter: Option<PathBuf>,
+    /// [`fingerprint`]s of envd and the interpreter, made on first use.
+    fingerprints: std::sync::OnceLock<(String, Option<String>)>,
+}
+
+impl Binaries {
+    /// What tells these binaries from other builds: a checkpoint records it,
+    /// and its processes come back only onto the same binaries (their code
+    /// is mapped from the file, not saved with the memory).
+    pub(crate) fn fingerprints(&self) -> &(String, Option<String>) {
+        self.fingerprints.get_or_init(|| {
+            let of = |p: &Path| fingerprint(p).unwrap_or_else(|e| format!("unreadable: {e}"));
+            (of(&self.envd), self.interpreter.as_deref().map(of))
+        })
+    }
+}
+
+/// A cheap identity of a binary: SHA-256 of its size, its first MiB (ELF
+/// headers and the build id note, which every build changes) and its last
+/// 64 KiB. Hashing all of envd (~120 MiB) would cost about a second.
+pub(crate) fn fingerprint(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = sha2::Sha256::new();
+    h.update(len.to_le_bytes());
+    let mut head = vec![0u8; (1 << 20).min(len as usize)];
+    f.read_exact(&mut head)?;
+    h.update(&head);
+    let tail_len = (64u64 << 10).min(len);
+    f.seek(SeekFrom::Start(len - tail_len))?;
+    let mut tail = vec![0u8; tail_len as usize];
+    f.read_exact(&mut tail)?;
+    h.update(&tail);
+    Ok(hex::encode(h.finalize()))
 }
 
 /// Where the tmpfs of `instance` is mounted.
@@ -93,6 +128,7 @@ impl Binaries {
                     dir,
                     envd,
                     interpreter,
+                    fingerprints: std::sync::OnceLock::new(),
                 })
             }
             Err(e) => {

@@ -467,6 +467,25 @@ impl Cgroup {
         pids
     }
 
+    /// The directory whose freezer holds the sandbox still (v1 `freezer`,
+    /// or the v2 cgroup itself): what `criu dump --freeze-cgroup` takes.
+    pub fn freezer_dir(&self) -> Option<PathBuf> {
+        if self.v2 {
+            return self.dirs.first().cloned();
+        }
+        self.dir_with("freezer.state")
+            .and_then(|f| f.parent().map(Path::to_path_buf))
+    }
+
+    /// Sends `signal` once to every process in the cgroup. A frozen process
+    /// keeps it pending and acts on it as it thaws, before it runs again:
+    /// how a frozen sandbox is killed without running another instruction.
+    pub fn signal_all(&self, signal: nix::sys::signal::Signal) {
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+        }
+    }
+
     /// SIGKILLs every process in the cgroup until it is empty (or `timeout`).
     /// Returns whether it is empty.
     pub fn kill_all(&self, timeout: Duration) -> bool {

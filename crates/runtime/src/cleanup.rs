@@ -47,7 +47,16 @@ fn unescape_mountinfo(s: &str) -> String {
 /// Removes one sandbox directory without ever recursing through a mount:
 /// its known entries one by one, then the directory.
 pub(crate) fn remove_sandbox_dir(dir: &Path) -> std::io::Result<()> {
-    for sub in ["root", "rw"] {
+    // criu's work dir (logs, statistics, pidfile): plain files only.
+    let criu = dir.join("criu");
+    if let Ok(rd) = std::fs::read_dir(&criu) {
+        for entry in rd.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_file()) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+    }
+    for sub in ["root", "rw", "dev", "sys", "criu"] {
         match std::fs::remove_dir(dir.join(sub)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

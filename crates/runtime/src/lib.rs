@@ -5,12 +5,15 @@
 //!
 //! Owns: templates on disk, sandbox processes, mounts and cgroups, and each
 //! sandbox's lifecycle ([`lifecycle`]): pause, resume, snapshots, what
-//! survives a restart. Must not touch: HTTP, the database, TLS. Network
+//! survives a restart, and (with CRIU, `checkpoint.rs`) processes
+//! checkpointed to disk and restored: across a restart, into forks and
+//! sandboxes made from snapshots. Must not touch: HTTP, the database, TLS. Network
 //! objects come from `sandbar-net`, writable and snapshot layers from
 //! `sandbar-layers`.
 
 mod binaries;
 pub mod cgroup;
+mod checkpoint;
 mod cleanup;
 mod dial;
 pub mod init;
@@ -30,7 +33,7 @@ use std::pin::Pin;
 
 use chrono::{DateTime, Utc};
 pub use lifecycle::{LifecycleError, PauseMode, State};
-pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmSpec};
+pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmDepth, WarmSpec};
 pub use sandbar_layers::LayerError;
 pub use sandbar_net::{EgressPolicy, NetError, Network};
 
@@ -109,6 +112,9 @@ pub struct SandboxInfo {
 pub struct SnapshotInfo {
     pub layer: String,
     pub template: String,
+    /// It carries the sandbox's processes (CRIU images): sandboxes made on
+    /// it are restored, not booted.
+    pub memory: bool,
     /// The sandbox's resources, which sandboxes started from it get.
     pub cpu_count: u32,
     pub memory_mb: u64,
@@ -151,6 +157,10 @@ pub enum RuntimeError {
     Layers(#[from] LayerError),
     #[error("{0}")]
     Invalid(String),
+    /// The sandbox's processes could not be checkpointed or restored (the
+    /// files are untouched: a files-only pause or snapshot still works).
+    #[error("memory checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 impl From<templates::TemplateError> for RuntimeError {

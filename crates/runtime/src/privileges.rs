@@ -6,9 +6,11 @@
 //! filter refuses user namespaces, the one kind that needs no capability),
 //! without `CAP_NET_ADMIN` there is no nf_tables, tc or xfrm to attack.
 //!
-//! `no_new_privs` is not set on the sandbox as a whole: it would stop
-//! `sudo`, which users rely on to become root inside. envd sets it on what it
-//! starts as root, which has nothing left to gain.
+//! `no_new_privs` is not set, neither on the sandbox nor on what envd starts:
+//! it would stop `sudo`, which users rely on to become root inside, and a
+//! process that may run `sudo` gains nothing from it that the flag would
+//! withhold. What bounds root inside is this bounding set, the user namespace
+//! and the seccomp filter, which hold for setuid programs too.
 //!
 //! Also here: which host uid owns each sandbox's user namespace. Limits the
 //! kernel counts per user (inotify instances and watches, pending signals,

@@ -15,8 +15,9 @@ use sandbar_net::{EgressPolicy, NetError, Network, SandboxNet};
 mod launch;
 mod persist;
 mod pool;
+mod restore;
 
-pub use pool::WarmSpec;
+pub use pool::{WarmDepth, WarmSpec};
 
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::lifecycle::{PauseMode, State};
@@ -48,6 +49,11 @@ pub struct RuntimeOptions {
     pub warm: Vec<WarmSpec>,
     /// Size of a new layer-store image (`None`: 80% of the free space).
     pub store_size: Option<u64>,
+    /// The criu binary that checkpoints and restores sandboxes' processes
+    /// (memory that survives a restart of the server, snapshots and forks
+    /// with their processes). `None`, or one whose `criu check` fails at
+    /// start: files only, as without it.
+    pub criu: Option<PathBuf>,
 }
 
 impl Default for RuntimeOptions {
@@ -60,6 +66,7 @@ impl Default for RuntimeOptions {
             hostname: "sandbox".into(),
             warm: Vec::new(),
             store_size: None,
+            criu: None,
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct Runtime {
     binaries: Mutex<Option<Arc<crate::binaries::Binaries>>>,
     /// Writable and snapshot layers; closed at shutdown.
     layer_store: Mutex<Option<Arc<LayerStore>>>,
+    /// Checkpoints and restores processes (`None`: files only).
+    criu: Option<crate::checkpoint::Criu>,
     config: RuntimeConfig,
     options: RuntimeOptions,
     net: NetMode,
@@ -191,6 +200,10 @@ impl Runtime {
             data_dir: config.data_dir.clone(),
             size_bytes: options.store_size,
         };
+        let criu_bin = options.criu.clone();
+        let criu = tokio::task::spawn_blocking(move || {
+            crate::checkpoint::Criu::detect(criu_bin.as_deref())
+        });
         let (left, layers) = tokio::task::spawn_blocking(move || {
             // Processes and mounts of a previous run go; its files stay.
             let left = crate::cleanup::clean(&instance, &dir, &hier);
@@ -199,6 +212,9 @@ impl Runtime {
         })
         .await
         .map_err(|e| RuntimeError::Start(format!("startup cleanup panicked: {e}")))?;
+        let criu = criu
+            .await
+            .map_err(|e| RuntimeError::Start(format!("criu check panicked: {e}")))?;
         let layers = Arc::new(layers?);
         let binaries = crate::binaries::Binaries::install(
             &config.instance,
@@ -220,6 +236,7 @@ impl Runtime {
             _claim: claim,
             binaries: Mutex::new(Some(Arc::new(binaries))),
             layer_store: Mutex::new(Some(layers)),
+            criu,
             config,
             options,
             net,
@@ -231,11 +248,12 @@ impl Runtime {
             events: tokio::sync::broadcast::channel(1024).0,
             this: this.clone(),
         });
-        let recovered = runtime.recover();
-        if recovered > 0 {
+        let (on_files, with_memory) = runtime.recover();
+        if on_files + with_memory > 0 {
             tracing::info!(
-                recovered,
-                "sandboxes of a previous run are paused on their files"
+                on_files,
+                with_memory,
+                "sandboxes of a previous run are paused (with their processes on disk, or on their files)"
             );
         }
         runtime.refill_pools();
@@ -244,6 +262,12 @@ impl Runtime {
 
     pub fn templates(&self) -> &TemplateStore {
         &self.store
+    }
+
+    /// Whether processes can be checkpointed here (criu works): a shutdown
+    /// then keeps them, and snapshots and forks can carry them.
+    pub fn memory_persistence(&self) -> bool {
+        self.criu.is_some()
     }
 
     fn layers(&self) -> Result<Arc<LayerStore>, RuntimeError> {
@@ -290,7 +314,7 @@ impl Runtime {
         let started = Instant::now();
         let made = match self.take_warm(&spec).await {
             Some(sb) => Ok(sb),
-            None => self.boot(&spec).await,
+            None => self.make(&spec).await,
         };
         let sandbox = match made {
             Ok(sb) => Arc::new(sb),
@@ -522,9 +546,10 @@ impl Runtime {
         }
     }
 
-    /// Pauses every sandbox down to its files (nothing written is lost; the
-    /// next start holds them as paused), tears warm ones down, and closes
-    /// the layer store.
+    /// Pauses every sandbox (nothing written is lost; the next start holds
+    /// them as paused): with its processes checkpointed to disk where criu
+    /// works, else down to its files. Tears warm ones down, and closes the
+    /// layer store.
     pub async fn shutdown(&self) {
         let warm = self.pool.close().await;
         futures::future::join_all(warm.iter().map(|s| self.stop(s, false))).await;

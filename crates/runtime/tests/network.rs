@@ -104,7 +104,11 @@ async fn network_create_kill_cycles_leave_no_links_or_mounts() {
         mounts_mentioning(&state_dir) <= 5,
         "netns mounts do not pile up"
     );
-    assert_eq!(mounts_mentioning(&data), 0);
+    // The layer store's own mount is there for the runtime's life.
+    assert_eq!(
+        mounts_mentioning(&data) - mounts_mentioning(&format!("{data}/store")),
+        0
+    );
     assert!(cgroup_children(&t.instance).is_empty());
     rt.shutdown().await;
     net.shutdown().await.unwrap();

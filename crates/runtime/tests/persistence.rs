@@ -194,7 +194,7 @@ async fn snapshots_start_independent_sandboxes_and_layers_go_when_unused() {
         5_000,
     )
     .await;
-    let snap = rt.snapshot("src").await.expect("snapshot");
+    let snap = rt.snapshot("src", false).await.expect("snapshot");
     assert_eq!(rt.state("src"), Some(State::Running), "the source runs on");
     exec(rt, "src", "user", "echo v2 > /home/user/f", 5_000).await;
 
@@ -244,7 +244,7 @@ async fn snapshots_start_independent_sandboxes_and_layers_go_when_unused() {
     );
 
     // A snapshot of a snapshot's child stacks on it.
-    let snap2 = rt.snapshot("c1").await.expect("second snapshot");
+    let snap2 = rt.snapshot("c1", false).await.expect("second snapshot");
     let mut s = spec("c3");
     s.base_layer = Some(snap2.layer.clone());
     rt.create(s).await.unwrap();

@@ -302,6 +302,15 @@ impl Runtime {
     /// Stops a sandbox's processes and frees what they held: cgroup, log,
     /// network, and (unless it is kept, a paused sandbox's) its files.
     pub(super) async fn stop(&self, sandbox: &Sandbox, keep_files: bool) {
+        // A frozen sandbox (paused in place, or just checkpointed) dies only
+        // once thawed: killed first, it thaws into its death without running
+        // another instruction (a checkpoint's files stay as they were).
+        let cg = sandbox.cgroup.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            cg.signal_all(nix::sys::signal::Signal::SIGKILL);
+            let _ = cg.thaw();
+        })
+        .await;
         if !sandbox.pid1.kill_and_wait(Duration::from_secs(10)).await {
             tracing::warn!(sandbox = %sandbox.info.id, "sandbox init did not exit after SIGKILL");
         }
@@ -390,6 +399,10 @@ impl Files {
         if let (Some(id), Some(layers)) = (self.writable, layers) {
             if let Err(e) = layers.remove_writable(&id) {
                 tracing::warn!(sandbox = %id, error = %e, "writable layer not removed");
+            }
+            // Its processes' images, if it was checkpointed.
+            if let Err(e) = layers.remove_checkpoint(&id) {
+                tracing::warn!(sandbox = %id, error = %e, "checkpoint not removed");
             }
         }
     }

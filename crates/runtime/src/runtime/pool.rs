@@ -38,6 +38,14 @@ pub struct WarmSpec {
     pub disk_mb: u64,
 }
 
+/// How full one warm pool is (see [`Runtime::warm_pools`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmDepth {
+    pub template: String,
+    pub ready: usize,
+    pub target: usize,
+}
+
 impl WarmSpec {
     fn fits(&self, spec: &SandboxSpec) -> bool {
         spec.base_layer.is_none()
@@ -107,6 +115,22 @@ impl Runtime {
             .iter()
             .filter(|(i, _)| self.options.warm[*i].template == template)
             .count()
+    }
+
+    /// Each warm pool: its template, how many sandboxes are ready in it, and
+    /// how many it keeps.
+    pub fn warm_pools(&self) -> Vec<WarmDepth> {
+        let ready = self.pool.ready.lock().unwrap();
+        self.options
+            .warm
+            .iter()
+            .enumerate()
+            .map(|(i, w)| WarmDepth {
+                template: w.template.clone(),
+                ready: ready.iter().filter(|(j, _)| *j == i).count(),
+                target: w.count,
+            })
+            .collect()
     }
 
     /// Starts making warm sandboxes until every pool is full again.
@@ -200,7 +224,7 @@ impl Runtime {
         let deadline = tokio::time::Instant::now() + SERVICE_READY_TIMEOUT;
         loop {
             if let Ok(200) = self
-                .http(warm, INTERPRETER_PORT, "GET", path, String::new())
+                .http(warm, INTERPRETER_PORT, "GET", path, String::new(), None)
                 .await
                 .map(|(s, _)| s)
             {
@@ -320,7 +344,7 @@ impl Runtime {
 
     async fn post_init(&self, warm: &Sandbox, body: String) -> Result<(), RuntimeError> {
         let (status, text) = self
-            .http(warm, super::ENVD_PORT, "POST", "/init", body)
+            .http(warm, super::ENVD_PORT, "POST", "/init", body, None)
             .await?;
         if (200..300).contains(&status) {
             Ok(())
@@ -333,13 +357,15 @@ impl Runtime {
     }
 
     /// One HTTP/1 request to a port inside the sandbox: status and body.
-    async fn http(
+    /// `token`: envd's access token, sent as `X-Access-Token`.
+    pub(super) async fn http(
         &self,
         sandbox: &Sandbox,
         port: u16,
         method: &str,
         path: &str,
         body: String,
+        token: Option<&str>,
     ) -> Result<(u16, String), RuntimeError> {
         let fail = |e: &dyn std::fmt::Display| {
             RuntimeError::Start(format!("{method} {path} on port {port}: {e}"))
@@ -354,11 +380,15 @@ impl Runtime {
                 .await
                 .map_err(|e| fail(&e))?;
         let conn = tokio::spawn(conn);
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "sandbox")
-            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header("X-Access-Token", token);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| fail(&e))?;
         let response = sender.send_request(request).await.map_err(|e| fail(&e))?;

@@ -46,7 +46,7 @@ pub const INTERPRETER_PATH: &str = "/usr/bin/sandbar-interpreter";
 
 pub const CODE_INTERPRETER: Recipe = Recipe {
     name: "code-interpreter-v1",
-    description: "base + Jupyter kernels (IPython with numpy, pandas, matplotlib, pillow; bash) driven by the code-interpreter server on port 49999",
+    description: "base + Jupyter kernels (IPython with numpy, pandas, matplotlib, pillow; JavaScript and TypeScript (Deno); R; Java; bash) driven by the code-interpreter server on port 49999",
     extends: Some(&BASE),
     packages: include_str!("../../../../templates/code-interpreter-v1/packages.txt"),
     customize: include_str!("../../../../templates/code-interpreter-v1/customize.sh"),

@@ -47,6 +47,19 @@ pub struct TestRuntime {
     net_config: Option<sandbar_net::NetConfig>,
 }
 
+impl TestRuntime {
+    /// Cleanup for a runtime a test started itself (off the node network).
+    pub fn adopt(rt: Arc<Runtime>, instance: String, data: tempfile::TempDir) -> Self {
+        Self {
+            rt,
+            instance,
+            data,
+            net: None,
+            net_config: None,
+        }
+    }
+}
+
 impl Drop for TestRuntime {
     /// A failed test leaves no sandbox behind: kill and remove what the
     /// runtime would have at shutdown (its processes die with their cgroup;
@@ -87,6 +100,10 @@ pub fn net_config() -> sandbar_net::NetConfig {
 
 /// A runtime on a real node network (internet through NAT, DNS forwarder).
 pub async fn runtime_on_network() -> TestRuntime {
+    runtime_on_network_with(options()).await
+}
+
+pub async fn runtime_on_network_with(options: RuntimeOptions) -> TestRuntime {
     let cfg = net_config();
     let net = sandbar_net::Network::new(cfg.clone())
         .await
@@ -98,7 +115,7 @@ pub async fn runtime_on_network() -> TestRuntime {
     let rt = Runtime::start_with(
         config(&cfg.instance, data.path()),
         Some(net.clone()),
-        options(),
+        options,
     )
     .await
     .expect("runtime starts");
@@ -185,6 +202,18 @@ fn envelope(flags: u8, payload: &[u8]) -> Vec<u8> {
 
 /// Runs `bash -l -c cmd` through envd's `process.Process/Start` as `user`.
 pub async fn exec(rt: &Runtime, id: &str, user: &str, cmd: &str, timeout_ms: u64) -> Output {
+    exec_with_token(rt, id, user, cmd, timeout_ms, None).await
+}
+
+/// [`exec`] with envd's access token (a sandbox made with one).
+pub async fn exec_with_token(
+    rt: &Runtime,
+    id: &str,
+    user: &str,
+    cmd: &str,
+    timeout_ms: u64,
+    token: Option<&str>,
+) -> Output {
     let stream = rt.dial(id, 49983).await.expect("dial envd");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -198,6 +227,7 @@ pub async fn exec(rt: &Runtime, id: &str, user: &str, cmd: &str, timeout_ms: u64
         .header("connect-protocol-version", "1")
         .header("connect-timeout-ms", timeout_ms.to_string())
         .header("authorization", format!("Basic {auth}"))
+        .header("x-access-token", token.unwrap_or_default())
         .body(Full::new(Bytes::from(envelope(
             0,
             body.to_string().as_bytes(),
