@@ -42,6 +42,9 @@ pub const CODE_INTERPRETER: Package = Package {
 struct Output {
     samples_ms: Vec<f64>,
     sdk: String,
+    /// The kernel modes: each sample's kernel memory (anonymous, MiB).
+    #[serde(default)]
+    memory_mib: Vec<f64>,
 }
 
 pub struct Python {
@@ -248,8 +251,23 @@ pub async fn rows(
 }
 
 /// The code-interpreter SDK (template `code-interpreter-v1`, its kernel
-/// server on port 49999): create to the first result, and a warm `run_code`.
+/// server on port 49999): create to the first result, a warm `run_code`,
+/// the first `run_code` of each language in a warm sandbox, each kernel's
+/// start and memory, and the template's size in `templates`.
 pub async fn interpreter_rows(
+    python: &Result<Python>,
+    env: &SandbarEnv,
+    create_n: usize,
+    exec_n: usize,
+    templates: &Path,
+) -> Vec<Row> {
+    let mut rows = base_interpreter_rows(python, env, create_n, exec_n).await;
+    rows.extend(language_rows(python, env, create_n).await);
+    rows.push(template_size_row(templates, CODE_INTERPRETER_TEMPLATE));
+    rows
+}
+
+async fn base_interpreter_rows(
     python: &Result<Python>,
     env: &SandbarEnv,
     create_n: usize,
@@ -285,6 +303,135 @@ pub async fn interpreter_rows(
     .await
 }
 
+const CODE_INTERPRETER_TEMPLATE: &str = "code-interpreter-v1";
+
+/// Languages whose kernel starts with the sandbox (the interpreter's
+/// defaults): their first run must not wait for a kernel to boot.
+const DEFAULT_LANGUAGES: [&str; 2] = ["python", "javascript"];
+
+/// A kernel boot takes over a second on a 2-core machine; a first run above
+/// this waited for one.
+const WARM_FIRST_RUN_MS: f64 = 250.0;
+
+/// Per language: the first `run_code` in a warm sandbox, and each kernel's
+/// start (`create_code_context`, which answers once the kernel does) and
+/// anonymous memory after one cell.
+async fn language_rows(python: &Result<Python>, env: &SandbarEnv, n: usize) -> Vec<Row> {
+    let python = match python {
+        Ok(p) => p,
+        Err(e) => return vec![Row::error("code-interpreter languages", e)],
+    };
+    let mut rows = Vec::new();
+    for language in ["python", "javascript", "r", "java"] {
+        let what =
+            format!("first run_code in {language}, warm sandbox (Python code-interpreter SDK)");
+        let default = DEFAULT_LANGUAGES.contains(&language);
+        rows.push(
+            match python
+                .run(env, &format!("interpreter-first-run-{language}"), n)
+                .await
+            {
+                Ok(out) => {
+                    let row = Row::millis(&what, &out.samples_ms).note(format!(
+                    "{}; {}",
+                    if default {
+                        "a default kernel, started with the sandbox: the run does not wait for it"
+                    } else {
+                        "started on first use: the run includes the kernel's start"
+                    },
+                    out.sdk
+                ));
+                    if default {
+                        row.target(Target::MedianAtMost(WARM_FIRST_RUN_MS)).judged()
+                    } else {
+                        row.judged()
+                    }
+                }
+                Err(e) => Row::error(&what, &e),
+            },
+        );
+    }
+    for language in ["python", "javascript", "r", "java", "bash"] {
+        let start = format!("{language} kernel start (create_code_context)");
+        let memory = format!("{language} kernel memory after one cell (anonymous, Pss_Anon)");
+        match python
+            .run(env, &format!("interpreter-kernel-{language}"), n)
+            .await
+        {
+            Ok(out) => {
+                rows.push(
+                    Row::millis(&start, &out.samples_ms)
+                        .note(format!(
+                            "POST /contexts returns once the kernel answers; {}",
+                            out.sdk
+                        ))
+                        .judged(),
+                );
+                rows.push(match Summary::of(&out.memory_mib) {
+                    Some(summary) => Row::new(
+                        &memory,
+                        Measure::Distribution {
+                            unit: Unit::MiB,
+                            summary,
+                        },
+                    )
+                    .note("read by the kernel from /proc/self/smaps_rollup; file-backed pages (its binary, shared with other sandboxes) not counted")
+                    .judged(),
+                    None => Row::error(&memory, &anyhow::anyhow!("the SDK script reported no memory")),
+                });
+            }
+            Err(e) => {
+                rows.push(Row::error(&start, &e));
+                rows.push(Row::error(&memory, &e));
+            }
+        }
+    }
+    rows
+}
+
+/// The disk a built template's root filesystem takes (blocks allocated,
+/// hard links once), as `du` counts it.
+fn template_size_row(templates: &Path, template: &str) -> Row {
+    let what = format!("{template} template size on disk");
+    let rootfs = templates.join(template).join("rootfs");
+    match disk_usage(&rootfs) {
+        Ok(bytes) => Row::new(
+            what,
+            Measure::Value {
+                unit: "MiB".into(),
+                value: (bytes as f64 / (1024.0 * 1024.0)).round(),
+            },
+        )
+        .note(format!("{}, blocks allocated", rootfs.display()))
+        .judged(),
+        Err(e) => Row::error(what, &e),
+    }
+}
+
+fn disk_usage(root: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let meta = std::fs::symlink_metadata(&dir)
+            .with_context(|| format!("reading {}", dir.display()))?;
+        total += meta.blocks() * 512;
+        let entries =
+            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        for entry in entries {
+            let entry = entry?;
+            let meta = entry.metadata()?;
+            if meta.is_dir() {
+                dirs.push(entry.path());
+            } else if meta.nlink() <= 1 || seen.insert((meta.dev(), meta.ino())) {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +450,24 @@ mod tests {
                 "sdk_bench.py has no mode {mode}"
             );
         }
+        // The per-language modes are made in a loop over these.
+        for language in ["python", "javascript", "r", "java", "bash"] {
+            assert!(SCRIPT.contains(&format!("\"{language}\": (")), "{language}");
+        }
+        assert!(SCRIPT.contains("MODES[f\"interpreter-first-run-{_language}\"]"));
+        assert!(SCRIPT.contains("MODES[f\"interpreter-kernel-{_language}\"]"));
+    }
+
+    #[test]
+    fn disk_usage_counts_blocks_and_hard_links_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), vec![1u8; 64 * 1024]).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::hard_link(dir.path().join("a"), dir.path().join("sub/b")).unwrap();
+        let once = disk_usage(dir.path()).unwrap();
+        assert!(once >= 64 * 1024, "{once}");
+        std::fs::write(dir.path().join("c"), vec![1u8; 64 * 1024]).unwrap();
+        assert!(disk_usage(dir.path()).unwrap() >= once + 64 * 1024);
+        assert!(disk_usage(&dir.path().join("missing")).is_err());
     }
 }

@@ -59,7 +59,7 @@ fn parse<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> Result<T, Cont
         .map_err(|e| ContextError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
-/// 200 once the default kernel answers, 503 before: what a warm sandbox
+/// 200 once the default kernels answer, 503 before: what a warm sandbox
 /// waits for before it counts as ready (`/health` is up from the start).
 async fn ready(State(contexts): State<Arc<Contexts>>) -> Response {
     if contexts.default_ready().await {
@@ -67,7 +67,7 @@ async fn ready(State(contexts): State<Arc<Contexts>>) -> Response {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the default kernel is starting",
+            "the default kernels are starting",
         )
             .into_response()
     }

@@ -62,6 +62,9 @@ pub struct Context {
     /// Set while a restart kills the kernel, so the run it cuts short says so.
     restarting: AtomicBool,
     removed: AtomicBool,
+    /// The last start failed (the next run tries again and reports why):
+    /// readiness has nothing left to wait for.
+    start_failed: AtomicBool,
 }
 
 /// How a run ended, as far as the kernel is concerned.
@@ -90,7 +93,15 @@ impl Context {
         *self.kernel.lock().unwrap() = None;
         let started = Instant::now();
         let cwd = PathBuf::from(&self.info.cwd);
-        let kernel = Kernel::start(&self.spec, &cwd, &self.run_dir).await?;
+        let kernel = match Kernel::start(&self.spec, &cwd, &self.run_dir).await {
+            Ok(k) => k,
+            Err(e) => {
+                self.start_failed.store(true, Ordering::SeqCst);
+                tracing::warn!(context = %self.info.id, kernel = %self.spec.name, error = %e, "kernel did not start");
+                return Err(e);
+            }
+        };
+        self.start_failed.store(false, Ordering::SeqCst);
         let kernel = Arc::new(kernel);
         tracing::info!(
             context = %self.info.id,
@@ -157,7 +168,7 @@ impl Context {
         let globals = self
             .sync_sandbox_env(&kernel, &inherited, access_token.as_deref())
             .await;
-        if !env.is_empty() && envvars::set_code(language, &env).is_none() {
+        if !env.is_empty() && !envvars::supported(language) {
             tracing::warn!(
                 language,
                 "per-call env vars are not supported for this language"
@@ -210,9 +221,13 @@ impl Context {
                 return inherited.clone();
             }
         };
+        // Java gets every sandbox-wide variable, not only those that changed
+        // since the kernel started: they become system properties too,
+        // which the kernel's start did not make them.
+        let every = self.info.language == "java";
         let changed: BTreeMap<String, String> = sandbox
             .iter()
-            .filter(|(k, v)| envvars::valid_name(k) && inherited.get(*k) != Some(*v))
+            .filter(|(k, v)| envvars::valid_name(k) && (every || inherited.get(*k) != Some(*v)))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if let Some(set) = envvars::set_code(&self.info.language, &changed) {
@@ -235,8 +250,13 @@ impl Context {
             }
         };
         let (mut idle, mut replied, mut errored, mut client_gone) = (false, false, false, false);
+        let mut has_result = false;
         let mut interrupt_deadline: Option<Instant> = None;
         let mut reply_deadline: Option<Instant> = None;
+        // Set once the run is over but for a result the kernel may still
+        // publish (see `late_result`).
+        let mut late_deadline: Option<Instant> = None;
+        let late_result = self.spec.late_result();
         let mut keepalive = tokio::time::interval_at(Instant::now() + KEEPALIVE, KEEPALIVE);
         let outcome = loop {
             tokio::select! {
@@ -253,8 +273,11 @@ impl Context {
                                     idle = true;
                                     reply_deadline = Some(Instant::now() + REPLY_GRACE);
                                 }
-                            } else if let Some(line) = iopub_line(&msg_type, content, date, &mut errored) {
-                                emit(out, line).await;
+                            } else {
+                                has_result |= msg_type == "execute_result";
+                                if let Some(line) = iopub_line(&msg_type, content, date, &mut errored) {
+                                    emit(out, line).await;
+                                }
                             }
                         }
                         KernelEvent::Reply { content } => {
@@ -265,7 +288,12 @@ impl Context {
                         }
                     }
                     if idle && replied {
-                        break Outcome::Finished;
+                        match late_result {
+                            Some(wait) if !has_result && !errored => {
+                                late_deadline.get_or_insert_with(|| Instant::now() + wait);
+                            }
+                            _ => break Outcome::Finished,
+                        }
                     }
                 }
                 _ = out.closed(), if !client_gone => {
@@ -277,7 +305,8 @@ impl Context {
                     interrupt_deadline = Some(Instant::now() + INTERRUPT_GRACE);
                 }
                 _ = sleep_until(interrupt_deadline) => break Outcome::Hung,
-                _ = sleep_until(reply_deadline) => break Outcome::Finished,
+                _ = sleep_until(late_deadline) => break Outcome::Finished,
+                _ = sleep_until(reply_deadline), if late_deadline.is_none() => break Outcome::Finished,
                 _ = keepalive.tick(), if !client_gone => emit(out, Line::Keepalive).await,
             }
         };
@@ -412,6 +441,9 @@ async fn emit(out: &mpsc::Sender<Bytes>, line: Line) {
     let _ = out.send(line.to_ndjson()).await;
 }
 
+/// The languages whose default contexts start with the server.
+pub const DEFAULT_LANGUAGES: [&str; 2] = ["python", "javascript"];
+
 /// Every context, and the default one of each language.
 pub struct Contexts {
     specs: KernelSpecs,
@@ -488,6 +520,7 @@ impl Contexts {
             kernel: Mutex::new(None),
             restarting: AtomicBool::new(false),
             removed: AtomicBool::new(false),
+            start_failed: AtomicBool::new(false),
         });
         self.all.lock().unwrap().push(ctx.clone());
         let starting = ctx.warm_up();
@@ -505,24 +538,64 @@ impl Contexts {
         Ok(ctx)
     }
 
-    /// The default context of `language`, made on first use.
+    /// The default context of `language`, made on first use. TypeScript
+    /// shares JavaScript's when one kernel serves both (Deno's does): one
+    /// kernel instead of two, a few hundred MiB in a small sandbox.
     pub async fn default_for(&self, language: &str) -> Result<Arc<Context>, ContextError> {
+        let key = self.default_key(language);
         let mut defaults = self.defaults.lock().await;
-        if let Some(ctx) = defaults.get(language).and_then(|id| self.get(id)) {
+        if let Some(ctx) = defaults.get(key).and_then(|id| self.get(id)) {
             return Ok(ctx);
         }
-        let ctx = self.create(language, None, false).await?;
-        defaults.insert(language.to_string(), ctx.info.id.clone());
+        let ctx = self.create(key, None, false).await?;
+        defaults.insert(key.to_string(), ctx.info.id.clone());
         Ok(ctx)
     }
 
-    /// Whether the default Python kernel answers (the server is ready for
-    /// a first run without waiting on a kernel start).
+    fn default_key<'a>(&self, language: &'a str) -> &'a str {
+        let same_kernel = |a: &str, b: &str| {
+            matches!((self.specs.for_language(a), self.specs.for_language(b)),
+                (Some(x), Some(y)) if x.name == y.name)
+        };
+        if language == "typescript" && same_kernel("typescript", "javascript") {
+            "javascript"
+        } else {
+            language
+        }
+    }
+
+    /// Starts the default contexts of [`DEFAULT_LANGUAGES`] that have a
+    /// kernel here, in the background, as E2B's server does at start: the
+    /// SDKs list them right after create, and the first run of each does
+    /// not wait for a kernel to boot.
+    pub async fn start_defaults(&self) {
+        for language in DEFAULT_LANGUAGES {
+            if !self.specs.has(language) {
+                tracing::info!(language, "no kernel for a default language");
+                continue;
+            }
+            if let Err(e) = self.default_for(language).await {
+                tracing::warn!(language, error = %e, "no default context");
+            }
+        }
+    }
+
+    /// Whether every default context's kernel has started (or failed to,
+    /// which the first run reports): then a first run waits on no start.
     pub async fn default_ready(&self) -> bool {
-        let id = self.defaults.lock().await.get("python").cloned();
-        id.and_then(|id| self.get(&id))
-            .and_then(|ctx| ctx.current_kernel())
-            .is_some_and(|k| k.exited().is_none())
+        let defaults = self.defaults.lock().await;
+        DEFAULT_LANGUAGES
+            .iter()
+            .filter(|l| self.specs.has(l))
+            .all(|l| {
+                defaults
+                    .get(*l)
+                    .and_then(|id| self.get(id))
+                    .is_some_and(|ctx| {
+                        ctx.start_failed.load(Ordering::SeqCst)
+                            || ctx.current_kernel().is_some_and(|k| k.exited().is_none())
+                    })
+            })
     }
 
     /// Removes a context and kills its kernel; false if there was none.

@@ -2,7 +2,7 @@
 //! side of its ZeroMQ channels, with every message routed to the request it
 //! answers (by the parent header's `msg_id`).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use zeromq::{DealerRecvHalf, DealerSendHalf, SocketRecv};
 
-use crate::kernelspec::KernelSpec;
+use crate::kernelspec::{KernelSpec, Transport};
 
 /// How long a kernel may take from spawn to answering `kernel_info`.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -96,31 +96,29 @@ pub struct Kernel {
 impl Kernel {
     /// Spawns the kernel `spec` in `cwd` and returns once it answers.
     pub async fn start(spec: &KernelSpec, cwd: &Path, run_dir: &Path) -> Result<Self, KernelError> {
-        // Unix sockets, not loopback ports: names never collide with another
-        // kernel's (no port races, no stale reconnects reaching a new kernel),
-        // and only root may connect to them.
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let prefix = run_dir.join(format!("k{id}"));
-        let info = ConnectionInfo {
-            ip: prefix.display().to_string(),
-            transport: jupyter_protocol::Transport::IPC,
-            shell_port: 1,
-            iopub_port: 2,
-            stdin_port: 3,
-            control_port: 4,
-            hb_port: 5,
-            key: hex::encode(rand::random::<[u8; 32]>()),
-            signature_scheme: "hmac-sha256".into(),
-            kernel_name: Some(spec.name.clone()),
+        let key = hex::encode(rand::random::<[u8; 32]>());
+        let endpoints = match spec.transport() {
+            // Unix sockets: names never collide with another kernel's (no
+            // port races, no stale reconnects reaching a new kernel), and
+            // only root may connect to them.
+            Transport::Ipc => Endpoints::Sockets(
+                (1..=5)
+                    .map(|n| run_dir.join(format!("k{id}-{n}")))
+                    .collect(),
+            ),
+            // Loopback ports, leased so that two kernels of this server never
+            // get the same one. The key still signs every message: a process
+            // that connects without it cannot run code.
+            Transport::Tcp => Endpoints::Ports(PortLease::take()?),
         };
+        let info = endpoints.connection_info(&run_dir.join(format!("k{id}")), key, &spec.name);
         let conn_file = run_dir.join(format!("k{id}.json"));
         write_private(&conn_file, &serde_json::to_vec(&info).map_err(protocol)?)?;
-        let sockets: Vec<PathBuf> = (1..=5)
-            .map(|n| PathBuf::from(format!("{}-{n}", info.ip)))
-            .collect();
 
-        let mut cmd = tokio::process::Command::new(&spec.argv[0]);
-        for arg in &spec.argv[1..] {
+        let argv = spec.command();
+        let mut cmd = tokio::process::Command::new(&argv[0]);
+        for arg in &argv[1..] {
             if arg == "{connection_file}" {
                 cmd.arg(&conn_file);
             } else {
@@ -144,7 +142,7 @@ impl Kernel {
             Err(e) => {
                 let _ = std::fs::remove_file(&conn_file);
                 return Err(KernelError::Io {
-                    context: format!("starting the {} kernel ({})", spec.name, spec.argv[0]),
+                    context: format!("starting the {} kernel ({})", spec.name, argv[0]),
                     source: e,
                 });
             }
@@ -192,8 +190,9 @@ impl Kernel {
             pgid: Pid::from_raw(pid),
             tasks,
             files: std::iter::once(conn_file.clone())
-                .chain(sockets.clone())
+                .chain(endpoints.files())
                 .collect(),
+            endpoints,
         };
         let output = || {
             tail.lock()
@@ -206,7 +205,7 @@ impl Kernel {
         let connected = tokio::time::timeout(START_TIMEOUT, async {
             let mut exited = exit.clone();
             tokio::select! {
-                conns = connect(&info, &sockets) => conns,
+                conns = connect(&info, &process.endpoints) => conns,
                 _ = exited.wait_for(Option::is_some) => Err(KernelError::Gone("exited".into())),
             }
         })
@@ -368,6 +367,8 @@ struct ProcessGuard {
     tasks: Vec<JoinHandle<()>>,
     /// Connection file and sockets.
     files: Vec<PathBuf>,
+    /// Where the kernel listens (its ports stay leased while it lives).
+    endpoints: Endpoints,
 }
 
 impl Drop for ProcessGuard {
@@ -382,6 +383,135 @@ impl Drop for ProcessGuard {
     }
 }
 
+/// Where a kernel's five channels (shell, iopub, stdin, control,
+/// heartbeat, in that order) listen.
+enum Endpoints {
+    Sockets(Vec<PathBuf>),
+    Ports(PortLease),
+}
+
+impl Endpoints {
+    fn connection_info(&self, prefix: &Path, key: String, kernel: &str) -> ConnectionInfo {
+        let (ip, transport, ports) = match self {
+            // IPC "ports" are the suffixes of the socket paths.
+            Endpoints::Sockets(_) => (
+                prefix.display().to_string(),
+                jupyter_protocol::Transport::IPC,
+                [1, 2, 3, 4, 5],
+            ),
+            Endpoints::Ports(lease) => (
+                "127.0.0.1".to_string(),
+                jupyter_protocol::Transport::TCP,
+                lease.ports,
+            ),
+        };
+        ConnectionInfo {
+            ip,
+            transport,
+            shell_port: ports[0],
+            iopub_port: ports[1],
+            stdin_port: ports[2],
+            control_port: ports[3],
+            hb_port: ports[4],
+            key,
+            signature_scheme: "hmac-sha256".into(),
+            kernel_name: Some(kernel.to_string()),
+        }
+    }
+
+    /// Files to remove when the kernel is gone.
+    fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Endpoints::Sockets(paths) => paths.clone(),
+            Endpoints::Ports(_) => Vec::new(),
+        }
+    }
+
+    /// Whether the kernel listens on every endpoint.
+    fn bound(&self) -> bool {
+        match self {
+            Endpoints::Sockets(paths) => paths.iter().all(|p| p.exists()),
+            Endpoints::Ports(lease) => {
+                let listening = listening_ports();
+                lease.ports.iter().all(|p| listening.contains(p))
+            }
+        }
+    }
+}
+
+/// Ports handed to live kernels of this server: the OS may give a port
+/// that was just released to the next `bind(0)`, so two kernels starting
+/// at once could otherwise be told the same one.
+static LEASED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Five free loopback ports, reserved for one kernel until dropped.
+struct PortLease {
+    ports: [u16; 5],
+}
+
+impl PortLease {
+    fn take() -> Result<Self, KernelError> {
+        let io = |source| KernelError::Io {
+            context: "picking free loopback ports for a kernel".into(),
+            source,
+        };
+        // Every listener is held until all ports are picked, so the five
+        // differ; they close before the kernel binds the ports itself.
+        let mut held = Vec::new();
+        let mut ports = Vec::new();
+        let mut leased = LEASED.lock().unwrap();
+        while ports.len() < 5 {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(io)?;
+            let port = listener.local_addr().map_err(io)?.port();
+            if !leased.contains(&port) && !ports.contains(&port) {
+                ports.push(port);
+            }
+            held.push(listener);
+        }
+        leased.extend(&ports);
+        Ok(Self {
+            ports: ports.try_into().expect("five ports"),
+        })
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        let mut leased = LEASED.lock().unwrap();
+        for p in &self.ports {
+            leased.remove(p);
+        }
+    }
+}
+
+/// TCP ports something listens on in this network namespace (IPv4 and
+/// IPv6 sockets: a JVM binds 127.0.0.1 through an IPv6 socket).
+fn listening_ports() -> BTreeSet<u16> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|table| parse_listening(&table))
+        .collect()
+}
+
+/// The local ports of `/proc/net/tcp`-format lines in state LISTEN (0A).
+fn parse_listening(table: &str) -> Vec<u16> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1)?;
+            let state = fields.nth(1)?;
+            if state != "0A" {
+                return None;
+            }
+            let port = local.rsplit_once(':')?.1;
+            u16::from_str_radix(port, 16).ok()
+        })
+        .collect()
+}
+
 type Channels = (
     Connection<DealerSendHalf>,
     Connection<DealerRecvHalf>,
@@ -391,10 +521,10 @@ type Channels = (
 
 /// Connects the channels this server uses; ZeroMQ connects retry until the
 /// kernel has bound its ports.
-async fn connect(info: &ConnectionInfo, sockets: &[PathBuf]) -> Result<Channels, KernelError> {
+async fn connect(info: &ConnectionInfo, endpoints: &Endpoints) -> Result<Channels, KernelError> {
     // Wait for the kernel to bind: zeromq's own connect retries back off
     // exponentially, which would add up to a second to every start.
-    while !sockets.iter().all(|s| s.exists()) {
+    while !endpoints.bound() {
         tokio::time::sleep(SOCKET_POLL).await;
     }
     let session = uuid::Uuid::new_v4().to_string();
@@ -552,6 +682,33 @@ mod tests {
         ];
         assert_eq!(decode(&orphan).unwrap().0, None);
         assert!(decode(&parts[..2]).is_none());
+    }
+
+    #[test]
+    fn reads_listening_ports_from_proc_net_tcp() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 10 0\n\
+   1: 0100007F:1F91 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 10 0\n\
+   0: 0000000000000000FFFF00000100007F:A001 00000000000000000000000000000000:0000 0A 0 0 0 0 0 0 0\n";
+        assert_eq!(parse_listening(table), [0x1F90, 0xA001]);
+        // This process's own listener shows up.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening_ports().contains(&port));
+    }
+
+    #[test]
+    fn leased_ports_differ_and_return_on_drop() {
+        let a = PortLease::take().unwrap();
+        let b = PortLease::take().unwrap();
+        let all: BTreeSet<u16> = a.ports.iter().chain(&b.ports).copied().collect();
+        assert_eq!(all.len(), 10, "{:?} {:?}", a.ports, b.ports);
+        let first = a.ports[0];
+        assert!(LEASED.lock().unwrap().contains(&first));
+        drop(a);
+        assert!(!LEASED.lock().unwrap().contains(&first));
+        // Nothing holds the ports: a kernel can bind them.
+        std::net::TcpListener::bind(("127.0.0.1", b.ports[0])).unwrap();
     }
 
     #[test]

@@ -19,6 +19,9 @@ pub const DEFAULT_DIRS: &[&str] = &[
 pub struct KernelSpec {
     #[serde(skip)]
     pub name: String,
+    /// The kernelspec's directory: `{resource_dir}` in `argv`.
+    #[serde(skip)]
+    pub resource_dir: PathBuf,
     pub argv: Vec<String>,
     #[serde(default)]
     pub language: String,
@@ -27,11 +30,67 @@ pub struct KernelSpec {
     /// `signal` (default) or `message` (interrupt_request on the control channel).
     #[serde(default)]
     pub interrupt_mode: Option<String>,
+    #[serde(default)]
+    pub metadata: Metadata,
+}
+
+/// `metadata` of `kernel.json`: Jupyter leaves it to front ends; this
+/// server reads its own key there.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Metadata {
+    #[serde(default)]
+    pub sandbar: SandbarMetadata,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SandbarMetadata {
+    #[serde(default)]
+    pub transport: Transport,
+    /// For kernels that may publish a cell's result after reporting idle
+    /// (Deno's does, now and then): how long a run that has no result yet
+    /// waits for one once it is otherwise over.
+    #[serde(default)]
+    pub late_result_ms: Option<u64>,
+}
+
+/// How the server reaches a kernel's channels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Loopback TCP ports: Jupyter's default, which every kernel implements.
+    #[default]
+    Tcp,
+    /// Unix sockets in the server's private directory, for kernels that
+    /// implement them (ipykernel): only root can reach them and their names
+    /// never collide. A kernelspec opts in with
+    /// `"metadata": {"sandbar": {"transport": "ipc"}}`.
+    Ipc,
 }
 
 impl KernelSpec {
     pub fn interrupts_by_message(&self) -> bool {
         self.interrupt_mode.as_deref() == Some("message")
+    }
+
+    pub fn transport(&self) -> Transport {
+        self.metadata.sandbar.transport
+    }
+
+    pub fn late_result(&self) -> Option<std::time::Duration> {
+        self.metadata
+            .sandbar
+            .late_result_ms
+            .map(std::time::Duration::from_millis)
+    }
+
+    /// `argv` with `{resource_dir}` filled in (`{connection_file}` is left
+    /// to the caller, which knows the file).
+    pub fn command(&self) -> Vec<String> {
+        let dir = self.resource_dir.display().to_string();
+        self.argv
+            .iter()
+            .map(|a| a.replace("{resource_dir}", &dir))
+            .collect()
     }
 }
 
@@ -57,6 +116,7 @@ impl KernelSpecs {
                 match read_spec(&entry.path().join("kernel.json")) {
                     Ok(mut spec) => {
                         spec.name = name.clone();
+                        spec.resource_dir = entry.path();
                         specs.insert(name, spec);
                     }
                     Err(e) => tracing::warn!(kernel = %name, error = %e, "skipping kernelspec"),
@@ -67,18 +127,35 @@ impl KernelSpecs {
     }
 
     /// The kernel for `language` (already normalized): a kernel of that name,
-    /// else one declaring that language (python prefers `python3`).
+    /// else one declaring that language (python prefers `python3`). A
+    /// TypeScript kernel serves JavaScript too (Deno's declares typescript
+    /// and runs both), and a JavaScript one TypeScript, as E2B's server maps
+    /// TypeScript to its JavaScript kernel.
     pub fn for_language(&self, language: &str) -> Option<&KernelSpec> {
         if language == "python" {
             if let Some(spec) = self.specs.get("python3") {
                 return Some(spec);
             }
         }
-        self.specs.get(language).or_else(|| {
+        let declaring = |language: &str| {
             self.specs
                 .values()
                 .find(|s| s.language.eq_ignore_ascii_case(language))
-        })
+        };
+        let sibling = match language {
+            "javascript" => Some("typescript"),
+            "typescript" => Some("javascript"),
+            _ => None,
+        };
+        self.specs
+            .get(language)
+            .or_else(|| declaring(language))
+            .or_else(|| sibling.and_then(|s| self.specs.get(s).or_else(|| declaring(s))))
+    }
+
+    /// Whether a kernel serves `language`.
+    pub fn has(&self, language: &str) -> bool {
+        self.for_language(language).is_some()
     }
 
     /// Languages with a kernel, for error messages.
@@ -118,6 +195,7 @@ pub fn normalize_language(language: Option<&str>) -> String {
         Some(l) => match l.as_str() {
             "js" => "javascript".into(),
             "ts" => "typescript".into(),
+            "node" | "nodejs" | "deno" => "javascript".into(),
             "python3" => "python".into(),
             "sh" | "shell" => "bash".into(),
             _ => l,
@@ -162,12 +240,72 @@ mod tests {
         write(b.path(), "broken", r#"{"argv":[]}"#);
         let specs = KernelSpecs::discover(&[a.path().into(), b.path().into()]);
         assert_eq!(specs.for_language("python").unwrap().argv[0], "python3");
+        assert_eq!(
+            specs.for_language("python").unwrap().resource_dir,
+            a.path().join("python3")
+        );
         assert_eq!(specs.for_language("bash").unwrap().name, "bash");
         let r = specs.for_language("r").unwrap();
         assert_eq!(r.name, "ir");
         assert!(r.interrupts_by_message());
         assert!(specs.for_language("javascript").is_none());
+        assert!(!specs.has("typescript"));
         assert_eq!(specs.languages(), ["bash", "python", "r"]);
+    }
+
+    #[test]
+    fn a_typescript_kernel_serves_javascript_and_the_reverse() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "deno",
+            r#"{"argv":["deno","jupyter","--kernel","--conn","{connection_file}"],"language":"typescript"}"#,
+        );
+        let specs = KernelSpecs::discover(&[dir.path().into()]);
+        assert_eq!(specs.for_language("javascript").unwrap().name, "deno");
+        assert_eq!(specs.for_language("typescript").unwrap().name, "deno");
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "javascript",
+            r#"{"argv":["node"],"language":"javascript"}"#,
+        );
+        let specs = KernelSpecs::discover(&[dir.path().into()]);
+        assert_eq!(specs.for_language("typescript").unwrap().name, "javascript");
+    }
+
+    #[test]
+    fn reads_the_transport_and_fills_in_the_resource_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "java",
+            r#"{"argv":["java","-jar","{resource_dir}/k.jar","{connection_file}"],"language":"java","metadata":{"other":1}}"#,
+        );
+        write(
+            dir.path(),
+            "python3",
+            r#"{"argv":["python3"],"language":"python","metadata":{"sandbar":{"transport":"ipc","late_result_ms":30}}}"#,
+        );
+        let specs = KernelSpecs::discover(&[dir.path().into()]);
+        let java = specs.for_language("java").unwrap();
+        assert_eq!(java.transport(), Transport::Tcp);
+        assert_eq!(
+            java.command(),
+            [
+                "java".to_string(),
+                "-jar".into(),
+                format!("{}/k.jar", dir.path().join("java").display()),
+                "{connection_file}".into()
+            ]
+        );
+        assert_eq!(java.late_result(), None);
+        let python = specs.for_language("python").unwrap();
+        assert_eq!(python.transport(), Transport::Ipc);
+        assert_eq!(
+            python.late_result(),
+            Some(std::time::Duration::from_millis(30))
+        );
     }
 
     #[test]
@@ -177,5 +315,7 @@ mod tests {
         assert_eq!(normalize_language(Some("js")), "javascript");
         assert_eq!(normalize_language(Some("ts")), "typescript");
         assert_eq!(normalize_language(Some("bash")), "bash");
+        assert_eq!(normalize_language(Some("R")), "r");
+        assert_eq!(normalize_language(Some("Java")), "java");
     }
 }

@@ -47,7 +47,8 @@ struct Args {
     /// Working directory of contexts that name none.
     #[arg(long, default_value = "/home/user")]
     cwd: String,
-    /// Do not start the default Python kernel until the first request.
+    /// Do not start the default kernels (Python, JavaScript) until their
+    /// first request.
     #[arg(long)]
     lazy: bool,
 }
@@ -81,11 +82,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     create_private_dir(&args.run_dir)?;
     let contexts = Arc::new(Contexts::new(specs, args.run_dir.clone(), args.cwd.clone()));
     if !args.lazy {
-        // The default kernel starts with the sandbox, so the first runCode
-        // does not pay for it.
-        if let Err(e) = contexts.default_for("python").await {
-            tracing::warn!(error = %e, "no default Python context");
-        }
+        // The default kernels start with the sandbox, so the first runCode
+        // does not pay for them.
+        contexts.start_defaults().await;
     }
 
     let listener = bind(args.port).await?;
