@@ -5,13 +5,15 @@ set -euo pipefail
 
 runtime_pkgs=(nftables mmdebstrap btrfs-progs libnss-myhostname iproute2 procps ca-certificates curl)
 build_pkgs=(protobuf-compiler libprotobuf-dev pkg-config gcc)
-test_pkgs=(sqlite3 wrk nginx-light chromium postgresql)
+# The dashboard's front-end is built with Node.js (scripts/build-web.sh):
+# the machine's own, else Debian's.
+command -v npm >/dev/null || build_pkgs+=(nodejs npm)
+test_pkgs=(sqlite3 wrk nginx-light chromium postgresql tmux)
 
 want=("${runtime_pkgs[@]}" "${build_pkgs[@]}")
 if [[ "${1:-}" == "--with-test-tools" ]]; then
   want+=("${test_pkgs[@]}")
-  # The SDK suites need Node.js and Python; use what the machine has, else Debian's.
-  command -v node >/dev/null || want+=(nodejs npm)
+  # The SDK suites need Python (and Node.js, above): the machine's, else Debian's.
   python3 -c "import venv, ensurepip" 2>/dev/null || want+=(python3 python3-pip python3-venv)
 fi
 
@@ -36,6 +38,16 @@ if [[ "${1:-}" == "--with-test-tools" ]]; then
     echo "the end-to-end suites need Node.js >= 20.18.1 (found ${node_version}); install a newer nodejs package (e.g. from NodeSource or Debian 13) and run again" >&2
     exit 1
   fi
+fi
+
+# CRIU checkpoints sandboxes' processes: a stop of the server keeps them
+# (resumed with their memory), snapshots and forks carry them. `sandbar
+# serve` finds it at /usr/local/sbin/criu. Debian's own is too old for
+# current kernels, so install-criu.sh builds a pinned release (quick when it
+# is installed already). SANDBAR_SKIP_CRIU=1: the packages alone (sandbar
+# then keeps files only across restarts, snapshots and forks).
+if [[ "${SANDBAR_SKIP_CRIU:-0}" != 1 ]]; then
+  CRIU_CHECK=warn "$(dirname "${BASH_SOURCE[0]}")/install-criu.sh"
 fi
 
 # glibc resolves *.localhost to loopback through nss-myhostname, which is how

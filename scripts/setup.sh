@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
+echo "==> building the web dashboard (embedded in the sandbar binary)"
+scripts/build-web.sh
+
 echo "==> building sandbar, envd and sandbar-interpreter (release)"
 cargo build --release --locked -p sandbar -p envd -p sandbar-interpreter
 target_dir="${CARGO_TARGET_DIR:-target}"

@@ -23,6 +23,9 @@ trap 'pg_scratch_stop "$leak_state/pg"; rm -rf "$leak_state"' EXIT
 step "what this host holds before the tests"
 scripts/leak-check.sh start "$leak_state"
 
+step "the web dashboard (TypeScript check and Vite build; the binary embeds it)"
+scripts/build-web.sh
+
 step "format and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

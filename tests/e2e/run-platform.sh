@@ -2,7 +2,8 @@
 # Starts a private `sandbar serve` (unique data dir, instance, subnet and
 # ports), points the official SDKs at it with `sandbar env`, runs the platform
 # suites (tests/e2e/platform: the seed program and its Python twin, lifecycle,
-# list, public URLs, private sandboxes, egress, timeouts), stops the server
+# list, public URLs, private sandboxes, egress by address and by name
+# against a test host of its own, timeouts), stops the server
 # and checks that nothing of that instance is left on the host.
 #
 #   tests/e2e/run-platform.sh
@@ -81,6 +82,52 @@ leaks() {
   return "$found"
 }
 
+# --- test hosts for the egress tests --------------------------------------
+# A web server in a network namespace of its own (on a random /30 of
+# 172.31/16, declared public to this server), and a DNS server for the test
+# zone on loopback that the server's forwarder asks (other names go on to
+# this host's own resolver, for the registries).
+egress_ns="sbe2e-$instance"
+egress_veth="sbe2e$instance"
+egress_base=$(( (172 << 24) + (31 << 16) + ($(rand 2) % 16384) * 4 ))
+ip4() { echo "$(( $1 >> 24 & 255 )).$(( $1 >> 16 & 255 )).$(( $1 >> 8 & 255 )).$(( $1 & 255 ))"; }
+egress_net="$(ip4 "$egress_base")/30"
+egress_gw="$(ip4 $((egress_base + 1)))"
+egress_web="$(ip4 $((egress_base + 2)))"
+egress_dns_port="$(free_port)"
+egress_pids=()
+
+stop_egress_hosts() {
+  local pid
+  for pid in "${egress_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${egress_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  ip link del "$egress_veth" 2>/dev/null || true
+  ip netns del "$egress_ns" 2>/dev/null || true
+}
+
+start_egress_hosts() {
+  ip netns add "$egress_ns"
+  ip link add "$egress_veth" type veth peer name eth0 netns "$egress_ns"
+  ip addr add "$egress_gw/30" dev "$egress_veth"
+  ip link set "$egress_veth" up
+  ip -n "$egress_ns" addr add "$egress_web/30" dev eth0
+  ip -n "$egress_ns" link set eth0 up
+  ip -n "$egress_ns" link set lo up
+  ip -n "$egress_ns" route add default via "$egress_gw"
+  ip netns exec "$egress_ns" python3 "$here/lib/egress_hosts.py" web "$egress_web" &
+  egress_pids+=($!)
+  local resolver
+  resolver="$(awk '$1 == "nameserver" { print $2; exit }' /etc/resolv.conf)"
+  python3 "$here/lib/egress_hosts.py" dns "127.0.0.1:$egress_dns_port" \
+    "allowed.e2e.test=$egress_web,denied.e2e.test=$egress_web" "$resolver" &
+  egress_pids+=($!)
+  for _ in $(seq 100); do
+    curl -s -o /dev/null -m 1 "http://$egress_web/" && return 0
+    sleep 0.1
+  done
+  die "the egress test host does not answer"
+}
+
 stop_server() {
   local status=$?
   if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
@@ -94,6 +141,8 @@ stop_server() {
     fi
     wait "$server_pid" 2>/dev/null || { echo "sandbar exited with an error" >&2; status=1; }
   fi
+  stop_egress_hosts
+  if ip netns list | grep -q "^$egress_ns\b"; then echo "LEAK: namespace $egress_ns"; status=1; fi
   if [[ -n "$server_pid" ]]; then
     log "checking for leftovers of instance $instance"
     if leaks; then echo "nothing left behind"; else status=1; fi
@@ -109,11 +158,14 @@ stop_server() {
 trap stop_server EXIT
 trap 'exit 130' INT TERM
 
+start_egress_hosts
+export E2E_EGRESS_WEB="$egress_web"
 log "starting sandbar: instance $instance, subnet $subnet, API :$api_port, HTTPS :$https_port"
 "$sandbar" --data-dir "$data" --templates-dir "$templates" serve \
   --instance "$instance" --subnet "$subnet" \
   --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port" \
-  --envd "$envd" --interpreter "$interpreter" --public-range "$(registry_public_ranges)" >"$server_log" 2>&1 &
+  --envd "$envd" --interpreter "$interpreter" --public-range "$(registry_public_ranges),$egress_net" \
+  --dns-upstream "127.0.0.1:$egress_dns_port" >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || die "sandbar exited at start: $(tail -n 20 "$server_log")"
@@ -161,6 +213,17 @@ if [[ " $suites " == *" cli "* ]]; then
     test "$("${sb[@]}" sandbox exec "$id" 'echo "$GREETING $(whoami)"')" == "hi user"
   "${sb[@]}" sandbox exec "$id" 'exit 7' && code=0 || code=$?
   cli_check "sandbox exec exits with the command's status" test "$code" == 7
+  cli_check "sandbox ls --json is one JSON object per sandbox" \
+    python3 -c 'import json, sys; rows = [json.loads(l) for l in sys.stdin]; sys.exit(not any(r["sandboxID"] == sys.argv[1] for r in rows))' "$id" \
+    < <("${sb[@]}" sandbox ls --json)
+  cli_check "sandbox shell: a terminal in the sandbox (tmux)" "$here/cli/shell.sh" "$id" "${sb[@]}"
+  "${sb[@]}" sandbox exec "$id" 'sleep 300 >/dev/null 2>&1 &' >/dev/null
+  cli_check "sandbox pause" "${sb[@]}" sandbox pause "$id"
+  cli_check "sandbox ls --state paused lists it" grep -q "$id" <<<"$("${sb[@]}" sandbox ls --state paused)"
+  cli_check "sandbox resume" grep -qx "resumed $id" <<<"$("${sb[@]}" sandbox resume "$id")"
+  cli_check "a full pause kept its processes" \
+    test "$("${sb[@]}" sandbox exec "$id" 'pgrep -x sleep >/dev/null && echo kept')" == kept
+  cli_check "sandbox metrics prints samples" grep -Eq '^[0-9]{4}-.* [0-9.]+ ' <<<"$("${sb[@]}" sandbox metrics "$id")"
   cli_check "sandbox kill" "${sb[@]}" sandbox kill "$id"
   cli_check "a killed sandbox is gone" bash -c "! \"\$@\" sandbox kill $id 2>/dev/null" _ "${sb[@]}"
   key="$("${sb[@]}" keys create --name e2e 2>/dev/null)"

@@ -11,12 +11,18 @@
 # 3. inside, the result must do what setup.sh's build and server need:
 #    protoc compiles the project's protos (with the well-known includes such
 #    as google/protobuf/timestamp.proto), cc links a program, pkg-config
-#    runs, every tool setup.sh and the server call is on PATH, and
-#    *.sandbar.localhost resolves to loopback.
+#    runs, every tool setup.sh and the server call is on PATH,
+#    *.sandbar.localhost resolves to loopback, and the server's criu
+#    (built by scripts/install-criu.sh, which install-deps.sh runs) reports
+#    the pinned version. The criu tarball comes from this host's cache
+#    (/var/cache/sandbar/criu, bound in), so it is not downloaded again.
 #
 #   tests/install/run-fresh-install.sh
 #   FRESH_INSTALL_DEPS=/path/to/install-deps.sh   check another package list
-#                                                 (the suite's own negative test)
+#                                                 (the suite's own negative test:
+#                                                 the packages alone, no criu,
+#                                                 whose build needs pull some of
+#                                                 the same packages)
 # Rust is the one precondition of the README (not installed here); the
 # build itself is what test.sh runs next.
 set -euo pipefail
@@ -24,6 +30,11 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 [[ $(id -u) -eq 0 ]] || { echo "run-fresh-install.sh must run as root" >&2; exit 2; }
 deps_script="${FRESH_INSTALL_DEPS:-$repo/scripts/install-deps.sh}"
+with_criu=1
+[[ -z "${FRESH_INSTALL_DEPS:-}" ]] || with_criu=0
+criu_version="$(sed -n 's/^CRIU_VERSION=//p' "$repo/scripts/install-criu.sh")"
+criu_cache=/var/cache/sandbar/criu
+mkdir -p "$criu_cache"
 
 cache=/var/cache/sandbar-fresh-rootfs
 mirror="${FRESH_INSTALL_MIRROR:-http://deb.debian.org/debian}"
@@ -47,18 +58,29 @@ tar -xf "$tarball" -C "$root"
 echo "==> fresh root filesystem unpacked in $((SECONDS - started)) s"
 
 install -D -m 0755 "$deps_script" "$root/opt/sandbar/scripts/install-deps.sh"
+install -D -m 0755 "$repo/scripts/install-criu.sh" "$root/opt/sandbar/scripts/install-criu.sh"
+mkdir -p "$root/var/cache/sandbar/criu"
 cp -r "$repo/crates/proto/proto" "$root/opt/sandbar/proto"
+# The dashboard's sources and their build script (setup.sh runs it before
+# cargo build); npm's download cache is this host's, bound in.
+tar -C "$repo" --exclude=web/node_modules --exclude=web/dist -cf - web scripts/build-web.sh |
+  tar -C "$root/opt/sandbar" -xf -
+npm_cache=/var/cache/sandbar/npm
+mkdir -p "$npm_cache" "$root/root/.npm"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
 # Inside: a private mount namespace (the bind mounts and /proc vanish with
 # it) and a pid namespace (nothing apt starts survives it).
 unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
-  root="$1" archives="$2"
+  root="$1" archives="$2" criu_cache="$3" with_criu="$4" criu_version="$5"
   mount -t proc proc "$root/proc"
   mount --rbind /dev "$root/dev"
   mount --bind "$archives" "$root/var/cache/apt/archives"
+  mount --bind "$criu_cache" "$root/var/cache/sandbar/criu"
+  mount --bind "$6" "$root/root/.npm"
   exec chroot "$root" /bin/bash -euo pipefail -c "
     export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive
+    [[ $with_criu == 1 ]] || export SANDBAR_SKIP_CRIU=1
     # apt in a minbase chroot deletes downloaded packages unless told to keep them.
     echo \"Binary::apt::APT::Keep-Downloaded-Packages \\\"true\\\";\" > /etc/apt/apt.conf.d/99keep
     echo \"==> scripts/install-deps.sh in the fresh root filesystem\"
@@ -79,7 +101,13 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
     done
     check \"*.sandbar.localhost resolves to loopback (nss-myhostname)\" \
       sh -c \"getent hosts 3000-abc.sandbar.localhost | grep -Eq \\\"^(127\\\\.|::1)\\\"\"
+    if [[ $with_criu == 1 ]]; then
+      check \"criu --version reports $criu_version (scripts/install-criu.sh)\" \
+        sh -c \"criu --version | grep -qx \\\"Version: $criu_version\\\"\"
+      check \"the dashboard builds (scripts/build-web.sh: npm, TypeScript, Vite)\" \
+        sh -c \"/opt/sandbar/scripts/build-web.sh && test -s /opt/sandbar/web/dist/index.html\"
+    fi
     exit \$failed
   "
-' _ "$root" "$cache/apt-archives"
+' _ "$root" "$cache/apt-archives" "$criu_cache" "$with_criu" "$criu_version" "$npm_cache"
 echo "==> the fresh install works ($((SECONDS - started)) s)"

@@ -5,9 +5,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use sandbar_net::{Logged, Network};
 use sandbar_runtime::{
     BoxFuture, EgressPolicy, Metrics, PauseMode, Runtime, RuntimeError, RuntimeEvent, SandboxInfo,
-    SandboxSpec, SnapshotInfo, State,
+    SandboxSpec, SnapshotInfo, State, WarmDepth,
 };
 
 pub trait SandboxBackend: Send + Sync + 'static {
@@ -26,7 +27,18 @@ pub trait SandboxBackend: Send + Sync + 'static {
     fn pause<'a>(&'a self, id: &'a str, mode: PauseMode)
         -> BoxFuture<'a, Result<(), RuntimeError>>;
     fn resume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SandboxInfo, RuntimeError>>;
-    fn snapshot<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>>;
+    /// A snapshot layer of the sandbox's files, and with `memory` of its
+    /// processes too (see [`memory_snapshots`](Self::memory_snapshots)).
+    fn snapshot<'a>(
+        &'a self,
+        id: &'a str,
+        memory: bool,
+    ) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>>;
+    /// Whether this node can checkpoint processes (CRIU): snapshots and
+    /// forks then carry them, and a stop of the server keeps them.
+    fn memory_snapshots(&self) -> bool {
+        false
+    }
     /// Removes unused layers: none that a sandbox stands on or `kept` names.
     fn collect_layers(&self, kept: HashSet<String>) -> BoxFuture<'_, Vec<String>>;
     fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError>;
@@ -37,38 +49,61 @@ pub trait SandboxBackend: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), RuntimeError>>;
     /// What happens to sandboxes without the API asking.
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RuntimeEvent>>;
+    /// Each warm pool of this node: template, ready, kept.
+    fn warm_pools(&self) -> Vec<WarmDepth> {
+        Vec::new()
+    }
+    /// The sandbox's egress log, oldest first (`None`: none kept here).
+    fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<Logged>>> {
+        let _ = id;
+        Box::pin(async { None })
+    }
 }
 
-/// The local node's runtime.
-pub struct LocalRuntime(pub Arc<Runtime>);
+/// The local node's runtime, and its network (for egress logs) when
+/// sandboxes run on the node network.
+pub struct LocalRuntime {
+    runtime: Arc<Runtime>,
+    network: Option<Arc<Network>>,
+}
+
+impl LocalRuntime {
+    pub fn new(runtime: Arc<Runtime>, network: Option<Arc<Network>>) -> Self {
+        Self { runtime, network }
+    }
+}
 
 impl SandboxBackend for LocalRuntime {
     fn has_template(&self, name: &str) -> bool {
-        self.0.has_template(name)
+        self.runtime.has_template(name)
     }
 
     fn has_layer(&self, id: &str) -> bool {
-        self.0.has_layer(id)
+        self.runtime.has_layer(id)
     }
 
     fn create(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<SandboxInfo, RuntimeError>> {
-        Box::pin(self.0.create(spec))
+        Box::pin(self.runtime.create(spec))
     }
 
     fn kill<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
-        Box::pin(self.0.kill(id))
+        Box::pin(self.runtime.kill(id))
     }
 
     fn state(&self, id: &str) -> Option<State> {
-        self.0.state(id)
+        self.runtime.state(id)
     }
 
     fn held(&self) -> Vec<(String, State)> {
-        self.0.list().into_iter().map(|i| (i.id, i.state)).collect()
+        self.runtime
+            .list()
+            .into_iter()
+            .map(|i| (i.id, i.state))
+            .collect()
     }
 
     fn spec(&self, id: &str) -> Option<SandboxSpec> {
-        self.0.spec(id)
+        self.runtime.spec(id)
     }
 
     fn pause<'a>(
@@ -76,23 +111,31 @@ impl SandboxBackend for LocalRuntime {
         id: &'a str,
         mode: PauseMode,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.0.pause(id, mode))
+        Box::pin(self.runtime.pause(id, mode))
     }
 
     fn resume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SandboxInfo, RuntimeError>> {
-        Box::pin(self.0.resume(id))
+        Box::pin(self.runtime.resume(id))
     }
 
-    fn snapshot<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>> {
-        Box::pin(self.0.snapshot(id))
+    fn snapshot<'a>(
+        &'a self,
+        id: &'a str,
+        memory: bool,
+    ) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>> {
+        Box::pin(self.runtime.snapshot(id, memory))
+    }
+
+    fn memory_snapshots(&self) -> bool {
+        self.runtime.memory_persistence()
     }
 
     fn collect_layers(&self, kept: HashSet<String>) -> BoxFuture<'_, Vec<String>> {
-        Box::pin(self.0.collect_layers(kept))
+        Box::pin(self.runtime.collect_layers(kept))
     }
 
     fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
-        self.0.metrics(id)
+        self.runtime.metrics(id)
     }
 
     fn set_egress<'a>(
@@ -100,10 +143,20 @@ impl SandboxBackend for LocalRuntime {
         id: &'a str,
         policy: EgressPolicy,
     ) -> BoxFuture<'a, Result<(), RuntimeError>> {
-        Box::pin(self.0.set_egress(id, policy))
+        Box::pin(self.runtime.set_egress(id, policy))
     }
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<RuntimeEvent>> {
-        Some(self.0.subscribe())
+        Some(self.runtime.subscribe())
+    }
+
+    fn warm_pools(&self) -> Vec<WarmDepth> {
+        self.runtime.warm_pools()
+    }
+    fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<Logged>>> {
+        Box::pin(async move {
+            let addr = self.runtime.get(id)?.addr?;
+            self.network.as_ref()?.egress_log(addr).await
+        })
     }
 }

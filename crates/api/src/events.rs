@@ -30,13 +30,13 @@ pub async fn run(state: AppState, mut rx: broadcast::Receiver<RuntimeEvent>) {
 async fn apply(state: &AppState, event: &RuntimeEvent) -> Result<(), ApiError> {
     match event {
         RuntimeEvent::Resumed { id } => {
-            // An auto-resumed sandbox gets its create-time timeout again.
-            let timeout = state
-                .store
-                .get_live_sandbox(id)
-                .await?
-                .map(|r| r.lifecycle.timeout_ms)
-                .unwrap_or(300_000);
+            // An auto-resumed sandbox gets its create-time timeout again,
+            // and the egress policy its record holds.
+            let rec = state.store.get_live_sandbox(id).await?;
+            if let Some(rec) = &rec {
+                crate::routes::sandboxes::restore_egress(state, rec).await;
+            }
+            let timeout = rec.map(|r| r.lifecycle.timeout_ms).unwrap_or(300_000);
             let end_at = Utc::now() + chrono::Duration::milliseconds(timeout);
             state.store.set_running(id, end_at).await?;
             state.evictor_wake.notify_one();

@@ -1,6 +1,7 @@
 //! The E2B-compatible control-plane REST API on axum: sandboxes (create, get,
-//! list, kill, timeouts, connect, metrics, logs, network), API-key auth, and
-//! the evictor that kills sandboxes at their end time.
+//! list, kill, timeouts, connect, metrics, logs, network), API-key auth, the
+//! evictor that kills sandboxes at their end time, the metrics sampler, and
+//! the Prometheus endpoint.
 //!
 //! Owns: HTTP semantics of the control plane and sandbox timeouts. Must not
 //! touch: sockets into sandboxes (those go through the runtime).
@@ -8,12 +9,15 @@
 mod auth;
 mod backend;
 mod body;
+mod egress_log;
 mod error;
 mod events;
 mod evictor;
 mod model;
 mod quota;
 mod routes;
+mod sampler;
+pub mod telemetry;
 mod timeouts;
 
 use std::sync::Arc;
@@ -45,6 +49,10 @@ pub struct ApiConfig {
     pub default_cpu_count: u32,
     pub default_memory_mb: u64,
     pub default_disk_mb: u64,
+    /// How often each running sandbox is sampled for metrics over time.
+    pub metrics_interval: Duration,
+    /// How long samples are kept.
+    pub metrics_retention: Duration,
 }
 
 impl ApiConfig {
@@ -62,6 +70,8 @@ impl ApiConfig {
             default_cpu_count: 2,
             default_memory_mb: 512,
             default_disk_mb: 2048,
+            metrics_interval: Duration::from_secs(5),
+            metrics_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -83,6 +93,7 @@ pub(crate) type AppState = Arc<Shared>;
 pub struct Api {
     shared: AppState,
     evictor: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
     events: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -114,9 +125,11 @@ impl Api {
             );
         }
         let evictor = tokio::spawn(evictor::run(shared.clone()));
+        let sampler = tokio::spawn(sampler::run(shared.clone()));
         Ok(Self {
             shared,
             evictor,
+            sampler,
             events,
         })
     }
@@ -130,6 +143,7 @@ impl Api {
     /// (paused sandboxes as paused, the rest as gone); call after it.
     pub async fn shutdown(self) -> Result<(), ApiError> {
         self.evictor.abort();
+        self.sampler.abort();
         if let Some(events) = self.events {
             events.abort();
         }

@@ -120,25 +120,71 @@ pub struct NetworkConfig {
     pub allow_public_traffic: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mask_request_host: Option<String>,
+    /// Kept in the record with its password (a filesystem resume and a
+    /// fork need it again); [`NetworkConfig::public`] leaves that out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<EgressProxyConfig>,
     /// Not supported; refused when set.
     #[serde(skip_serializing)]
     pub rules: Option<serde_json::Value>,
-    #[serde(skip_serializing)]
-    pub egress_proxy: Option<serde_json::Value>,
     #[serde(skip_serializing)]
     pub https_ports: Option<serde_json::Value>,
     #[serde(skip_serializing)]
     pub dns_servers: Option<serde_json::Value>,
 }
 
-/// `PUT /sandboxes/{id}/network`.
+/// `network.egressProxy`: a SOCKS5 proxy the sandbox's TCP leaves through.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EgressProxyConfig {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// TLS to the proxy (newer Python SDKs); refused when enabled.
+    #[serde(default, skip_serializing)]
+    pub tls: Option<serde_json::Value>,
+}
+
+impl EgressProxyConfig {
+    pub fn policy(&self) -> sandbar_net::EgressProxy {
+        sandbar_net::EgressProxy {
+            address: self.address.clone(),
+            username: self.username.clone(),
+            password: self.password.clone(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// What clients are shown of a stored network config: the proxy's
+    /// password never leaves the server (E2B answers the same way).
+    pub fn public(stored: &serde_json::Value) -> serde_json::Value {
+        let mut shown = stored.clone();
+        if let Some(proxy) = shown
+            .get_mut("egressProxy")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            proxy.remove("password");
+        }
+        shown
+    }
+}
+
+/// `PUT /sandboxes/{id}/network`: replaces every egress setting; what is
+/// left out is cleared (E2B's rule).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkUpdate {
     pub allow_out: Option<Vec<String>>,
     pub deny_out: Option<Vec<String>>,
+    pub egress_proxy: Option<EgressProxyConfig>,
     #[serde(alias = "allow_internet_access")]
     pub allow_internet_access: Option<bool>,
+    /// Not supported; refused when set.
+    pub rules: Option<serde_json::Value>,
+    pub dns_servers: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,6 +303,25 @@ pub struct SandboxMetric {
     pub mem_cache: u64,
     pub disk_used: u64,
     pub disk_total: u64,
+}
+
+/// `GET /sandboxes/{id}/logs` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsQuery {
+    /// Unix milliseconds.
+    pub start: Option<i64>,
+    pub limit: Option<usize>,
+}
+
+/// `GET /v2/sandboxes/{id}/logs` query.
+#[derive(Debug, Default, Deserialize)]
+pub struct LogsQueryV2 {
+    /// Unix milliseconds.
+    pub cursor: Option<i64>,
+    pub limit: Option<usize>,
+    pub direction: Option<String>,
+    pub level: Option<String>,
+    pub search: Option<String>,
 }
 
 /// `GET /sandboxes/{id}/logs`.

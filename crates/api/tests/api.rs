@@ -27,6 +27,11 @@ struct FakeNode {
     layers: Mutex<Vec<String>>,
     egress: Mutex<Vec<(String, EgressPolicy)>>,
     kills: Mutex<Vec<String>>,
+    /// The node can snapshot processes (CRIU), and whether criu fails on
+    /// every tree; the `memory` of each snapshot asked for.
+    can_memory: std::sync::atomic::AtomicBool,
+    memory_fails: std::sync::atomic::AtomicBool,
+    snapshots: Mutex<Vec<bool>>,
 }
 
 impl FakeNode {
@@ -129,11 +134,21 @@ impl SandboxBackend for FakeNode {
         })
     }
 
-    fn snapshot<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>> {
+    fn snapshot<'a>(
+        &'a self,
+        id: &'a str,
+        memory: bool,
+    ) -> BoxFuture<'a, Result<SnapshotInfo, RuntimeError>> {
         Box::pin(async move {
             let spec = self
                 .spec(id)
                 .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+            self.snapshots.lock().unwrap().push(memory);
+            if memory && self.memory_fails.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(RuntimeError::Checkpoint(
+                    "Can't dump ghost file /tmp/x of 73400320 size, increase limit".into(),
+                ));
+            }
             let layer = format!("layer{}", self.layers.lock().unwrap().len());
             self.layers.lock().unwrap().push(layer.clone());
             Ok(SnapshotInfo {
@@ -142,8 +157,13 @@ impl SandboxBackend for FakeNode {
                 cpu_count: spec.cpu_count,
                 memory_mb: spec.memory_mb,
                 disk_mb: spec.disk_mb,
+                memory,
             })
         })
+    }
+
+    fn memory_snapshots(&self) -> bool {
+        self.can_memory.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn collect_layers(
@@ -197,6 +217,38 @@ impl SandboxBackend for FakeNode {
             Ok(())
         })
     }
+
+    fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<sandbar_net::Logged>>> {
+        use sandbar_net::{EgressEvent, Logged, Verdict};
+        Box::pin(async move {
+            if !self.is_alive(id) {
+                return None;
+            }
+            let t0 =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+            Some(vec![
+                Logged {
+                    at: t0,
+                    event: EgressEvent::Dns {
+                        name: "allowed.test".into(),
+                        qtype: "A".into(),
+                        verdict: Verdict::Allowed,
+                        answers: vec![std::net::Ipv4Addr::new(192, 0, 2, 7)],
+                    },
+                },
+                Logged {
+                    at: t0 + std::time::Duration::from_secs(1),
+                    event: EgressEvent::Connect {
+                        to: "192.0.2.7:443".parse().unwrap(),
+                        name: Some("denied.test".into()),
+                        verdict: Verdict::Denied,
+                        via_proxy: false,
+                        detail: None,
+                    },
+                },
+            ])
+        })
+    }
 }
 
 struct Harness {
@@ -215,6 +267,7 @@ async fn harness() -> Harness {
     let node = Arc::new(FakeNode::default());
     let mut config = ApiConfig::new("sandbar.localhost:8443");
     config.max_timeout = Duration::from_secs(3600);
+    config.metrics_interval = Duration::from_millis(100);
     let api = Api::start(config, store.clone(), node.clone())
         .await
         .unwrap();
@@ -590,7 +643,8 @@ async fn chunked_create_with_every_option() {
         EgressPolicy {
             allow_internet: false,
             allow_out: vec!["1.1.1.1".into()],
-            deny_out: vec!["0.0.0.0/0".into()]
+            deny_out: vec!["0.0.0.0/0".into()],
+            egress_proxy: None,
         }
     );
 
@@ -820,7 +874,9 @@ async fn timeouts_connect_and_the_evictor() {
         .call("GET", &format!("/sandboxes/{id}/logs"), None)
         .await
         .body;
-    assert_eq!(l, json!({"logs": [], "logEntries": []}));
+    // The shape the E2B CLI reads (the contents: see egress_proxies_full_replaces_and_egress_logs).
+    assert_eq!(l["logs"].as_array().unwrap().len(), 2);
+    assert_eq!(l["logEntries"].as_array().unwrap().len(), 2);
 
     // The evictor kills at the end time, without a request to prompt it.
     let r = h
@@ -1113,4 +1169,335 @@ async fn team_limits_answer_429_and_400() {
     small
         .create(json!({"templateID": "base", "timeout": 60}))
         .await;
+}
+
+#[tokio::test]
+async fn metrics_over_time_team_metrics_and_prometheus() {
+    sandbar_api::telemetry::install();
+    let h = harness().await;
+    let before = chrono::Utc::now().timestamp() - 5;
+    let sb = h.create(json!({"templateID": "base"})).await;
+    let id = sb["sandboxID"].as_str().unwrap().to_string();
+    // The sampler takes one every 100 ms here.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let r = h
+        .call("GET", &format!("/sandboxes/{id}/metrics"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let samples = r.body.as_array().unwrap().clone();
+    assert!(samples.len() >= 2, "{}", r.body);
+    assert!(samples
+        .iter()
+        .all(|m| m["cpuCount"] == 2 && m["memTotal"] == 512 << 20));
+    let times: Vec<&str> = samples
+        .iter()
+        .map(|m| m["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "oldest first: {times:?}"
+    );
+
+    // A range before it existed holds nothing; bad ranges are 400s.
+    let r = h
+        .call(
+            "GET",
+            &format!("/sandboxes/{id}/metrics?start=0&end={}", before - 100),
+            None,
+        )
+        .await;
+    assert_eq!(r.body, json!([]));
+    for q in ["start=10&end=5", "start=-1", "start=abc"] {
+        let r = h
+            .call("GET", &format!("/sandboxes/{id}/metrics?{q}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{q}: {}", r.body);
+    }
+
+    // Team metrics: the team's concurrency over the last minute.
+    let teams = h.call("GET", "/teams", None).await;
+    let team_id = teams.body[0]["teamID"].as_str().unwrap().to_string();
+    // Whole seconds: the end is the next one, so the sandbox started before it.
+    let now = chrono::Utc::now().timestamp() + 1;
+    let r = h
+        .call(
+            "GET",
+            &format!("/teams/{team_id}/metrics?start={before}&end={now}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let points = r.body.as_array().unwrap();
+    assert!(
+        points.iter().any(|p| p["concurrentSandboxes"] == 1),
+        "{}",
+        r.body
+    );
+    let r = h
+        .call(
+            "GET",
+            &format!(
+                "/teams/{team_id}/metrics/max?metric=concurrent_sandboxes&start={before}&end={now}"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(r.body["value"], 1.0, "{}", r.body);
+    let r = h
+        .call("GET", &format!("/teams/{team_id}/metrics/max"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+
+    // Prometheus: the operator's team reads it.
+    let resp = h
+        .router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .uri("/metrics")
+                .header("x-api-key", &h.key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    for want in [
+        "sandbar_sandbox_creates_total{result=\"ok\"}",
+        "sandbar_sandboxes{state=\"running\",template=\"base\"} 1",
+        "sandbar_sandbox_create_seconds_bucket",
+        "sandbar_metrics_sampled_sandboxes",
+        "sandbar_node_cpus",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+
+    // Samples outlive the sandbox; another team sees none of them.
+    assert_eq!(
+        h.call("DELETE", &format!("/sandboxes/{id}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let r = h
+        .call("GET", &format!("/sandboxes/{id}/metrics"), None)
+        .await;
+    assert!(r.body.as_array().unwrap().len() >= 2, "{}", r.body);
+    let other_team = h
+        .store
+        .create_team("peek", &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let other_key = h
+        .store
+        .create_team_api_key("p", &other_team.id)
+        .await
+        .unwrap()
+        .key;
+    let other = h.with_key(&other_key);
+    let r = other
+        .call("GET", &format!("/sandboxes/{id}/metrics"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = other
+        .call("GET", &format!("/teams/{team_id}/metrics"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = other.call("GET", "/metrics", None).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn egress_proxies_full_replaces_and_egress_logs() {
+    let h = harness().await;
+    let created = h
+        .create(json!({"templateID": "base", "network": {
+            "allowOut": ["allowed.test"], "denyOut": ["0.0.0.0/0"],
+            "egressProxy": {"address": "proxy.test:1080", "username": "u", "password": "p"},
+        }}))
+        .await;
+    let id = created["sandboxID"].as_str().unwrap().to_string();
+    let spec = h.node.live.lock().unwrap()[&id].clone();
+    assert_eq!(
+        spec.egress.egress_proxy,
+        Some(sandbar_net::EgressProxy {
+            address: "proxy.test:1080".into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+        })
+    );
+    // The password never comes back.
+    let d = h.call("GET", &format!("/sandboxes/{id}"), None).await.body;
+    assert_eq!(
+        d["network"]["egressProxy"],
+        json!({"address": "proxy.test:1080", "username": "u"})
+    );
+
+    // An update replaces everything: allow_internet_access and the proxy included.
+    let path = format!("/sandboxes/{id}/network");
+    let put = |body: Value| h.call("PUT", &path, Some(body));
+    let r = put(
+        json!({"allow_internet_access": false, "allowOut": ["allowed.test"],
+        "egressProxy": {"address": "10.20.0.1:1080"}}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let policy = h.node.egress.lock().unwrap().last().unwrap().1.clone();
+    assert!(!policy.allow_internet);
+    assert_eq!(policy.egress_proxy.unwrap().address, "10.20.0.1:1080");
+    assert_eq!(
+        h.call("GET", &format!("/sandboxes/{id}"), None).await.body["allowInternetAccess"],
+        false
+    );
+    assert_eq!(put(json!({})).await.status, StatusCode::NO_CONTENT);
+    let policy = h.node.egress.lock().unwrap().last().unwrap().1.clone();
+    assert_eq!(policy, EgressPolicy::default());
+    let d = h.call("GET", &format!("/sandboxes/{id}"), None).await.body;
+    assert_eq!(d["allowInternetAccess"], true);
+    assert!(
+        d["network"].get("egressProxy").is_none() && d["network"].get("allowOut").is_none(),
+        "{d}"
+    );
+    // What sandbar cannot do is refused, not ignored.
+    let r = put(json!({"egressProxy": {"address": "p.test:1", "tls": true}})).await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    let r = h
+        .call(
+            "POST",
+            "/v2/sandboxes",
+            Some(json!({"templateID": "base",
+            "network": {"egressProxy": {"address": "p.test:1", "tls": {"enabled": true}}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+
+    // The egress log, in the old shape the E2B CLI reads...
+    let logs = h
+        .call("GET", &format!("/sandboxes/{id}/logs"), None)
+        .await
+        .body;
+    let lines: Vec<Value> = logs["logs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| serde_json::from_str(l["line"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["level"], "info");
+    assert_eq!(lines[0]["logger"], "egress");
+    assert_eq!(lines[0]["name"], "allowed.test");
+    assert_eq!(lines[1]["level"], "warn");
+    assert_eq!(logs["logEntries"][1]["fields"]["kind"], "connect");
+    assert_eq!(
+        logs["logEntries"][0]["timestamp"],
+        "2023-11-14T22:13:20.000Z"
+    );
+    let since = h
+        .call(
+            "GET",
+            &format!("/sandboxes/{id}/logs?start=1700000000500"),
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(since["logs"].as_array().unwrap().len(), 1);
+    // ...and the new one: newest first by default, filtered by level.
+    let v2 = h
+        .call("GET", &format!("/v2/sandboxes/{id}/logs"), None)
+        .await
+        .body;
+    assert_eq!(v2["logs"][0]["fields"]["kind"], "connect");
+    assert!(v2["logs"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("denied"));
+    let warn = h
+        .call(
+            "GET",
+            &format!("/v2/sandboxes/{id}/logs?level=warn&direction=forward"),
+            None,
+        )
+        .await
+        .body;
+    assert_eq!(warn["logs"].as_array().unwrap().len(), 1);
+    let bad = h
+        .call(
+            "GET",
+            &format!("/v2/sandboxes/{id}/logs?direction=sideways"),
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.body["code"], 400);
+}
+
+#[tokio::test]
+async fn snapshots_and_forks_carry_memory_when_the_node_can() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = harness().await;
+    let id = h.create(json!({"templateID": "base"})).await["sandboxID"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let snap = |body: Value| {
+        let h = &h;
+        let uri = format!("/sandboxes/{id}/snapshots");
+        async move { h.call("POST", &uri, Some(body)).await }
+    };
+    // A node without CRIU: files only, and asking for memory is a clear 400.
+    let r = snap(json!({"memory": true})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("CRIU"),
+        "{}",
+        r.body
+    );
+    assert_eq!(snap(json!({})).await.status, StatusCode::CREATED);
+    assert_eq!(*h.node.snapshots.lock().unwrap(), vec![false]);
+
+    // With CRIU: memory by default, for forks too; `memory: false` is files.
+    h.node.can_memory.store(true, SeqCst);
+    assert_eq!(snap(json!({})).await.status, StatusCode::CREATED);
+    assert_eq!(
+        snap(json!({"memory": false})).await.status,
+        StatusCode::CREATED
+    );
+    let r = h
+        .call("POST", &format!("/sandboxes/{id}/fork"), Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        *h.node.snapshots.lock().unwrap(),
+        vec![false, true, false, true]
+    );
+
+    // A tree criu cannot take: asked for, a 409 saying why; by default (a
+    // snapshot, a fork) the files alone.
+    h.node.memory_fails.store(true, SeqCst);
+    h.node.snapshots.lock().unwrap().clear();
+    let r = snap(json!({"memory": true})).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert!(
+        r.body["message"].as_str().unwrap().contains("ghost file"),
+        "{}",
+        r.body
+    );
+    assert_eq!(snap(json!({})).await.status, StatusCode::CREATED);
+    let r = h
+        .call("POST", &format!("/sandboxes/{id}/fork"), Some(json!({})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert!(r.body[0]["sandbox"].is_object(), "{}", r.body);
+    assert_eq!(
+        *h.node.snapshots.lock().unwrap(),
+        vec![true, true, false, true, false]
+    );
 }

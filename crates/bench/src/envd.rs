@@ -154,20 +154,9 @@ pub async fn exec_round_trips(
     for i in 0..n + WARMUP {
         let req = start_request(&ep, sandbox, body.clone())?;
         let start = std::time::Instant::now();
-        conn.ready().await.context("connection to envd closed")?;
-        let resp = conn
-            .send_request(req)
-            .await
-            .context("process.Process/Start")?;
-        let status = resp.status();
-        let wire = resp
-            .into_body()
-            .collect()
-            .await
-            .context("reading the Start stream")?
-            .to_bytes();
+        let code = run_on(&mut conn, req).await?;
         let took = start.elapsed();
-        match exit_code(status, &wire)? {
+        match code {
             0 => {}
             code => bail!("`true` exited with {code}"),
         }
@@ -192,6 +181,17 @@ pub async fn run(
         .context("connecting to envd through the proxy")?;
     let msg = serde_json::json!({"process": {"cmd": "/bin/bash", "args": ["-l", "-c", cmd]}});
     let req = start_request(&ep, sandbox, envelope(0, msg.to_string().as_bytes()))?;
+    run_on(&mut conn, req)
+        .await
+        .with_context(|| format!("running `{cmd}`"))
+}
+
+/// Sends one `Start` on `conn` and reads its stream to the end: the exit
+/// code.
+async fn run_on(
+    conn: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> Result<i64> {
     conn.ready().await.context("connection to envd closed")?;
     let resp = conn
         .send_request(req)
@@ -204,7 +204,7 @@ pub async fn run(
         .await
         .context("reading the Start stream")?
         .to_bytes();
-    exit_code(status, &wire).with_context(|| format!("running `{cmd}`"))
+    exit_code(status, &wire)
 }
 
 fn start_request(

@@ -8,6 +8,7 @@
 mod api;
 mod create;
 mod density;
+mod egress;
 mod envd;
 mod http;
 mod leftovers;
@@ -47,6 +48,7 @@ enum Section {
     Proxy,
     Websocket,
     Persist,
+    Egress,
     Density,
     Teardown,
 }
@@ -111,6 +113,7 @@ struct Counts {
     density: usize,
     teardown: usize,
     persist: persist::PersistCounts,
+    egress: egress::EgressCounts,
 }
 
 impl Counts {
@@ -131,6 +134,11 @@ impl Counts {
                     rounds: 1,
                     big_write_mib: 128,
                 },
+                egress: egress::EgressCounts {
+                    round_trips: 20,
+                    bulk_mib: 128,
+                    rounds: 3,
+                },
             }
         } else {
             Self {
@@ -147,6 +155,11 @@ impl Counts {
                 persist: persist::PersistCounts {
                     rounds: 10,
                     big_write_mib: 1024,
+                },
+                egress: egress::EgressCounts {
+                    round_trips: 500,
+                    bulk_mib: 512,
+                    rounds: 5,
                 },
             }
         };
@@ -214,6 +227,16 @@ async fn run(args: Args) -> Result<bool> {
         .context("making the scratch dir")?;
     let instance = format!("bn{:04x}", rand::random::<u16>());
     tracing::info!(scratch = %scratch.path().display(), %instance, "scratch dir and instance");
+    // The egress rows' test host and zone, which the server must know of.
+    let egress_host = if args.only.is_empty() || args.only.contains(&Section::Egress) {
+        Some(egress::TestHost::start().context("starting the egress test host")?)
+    } else {
+        None
+    };
+    let mut serve_args = args.serve_args.clone();
+    if let Some(host) = &egress_host {
+        serve_args.extend(host.serve_args());
+    }
     let opts = ServeOptions {
         bin: args
             .sandbar_bin
@@ -223,7 +246,7 @@ async fn run(args: Args) -> Result<bool> {
         templates_from: args.templates_from.clone(),
         instance: instance.clone(),
         subnet: args.subnet.clone().unwrap_or_else(random_subnet),
-        extra_args: args.serve_args.clone(),
+        extra_args: serve_args,
     };
 
     let mut sandbar = Sandbar::start(&opts).await?;
@@ -232,7 +255,7 @@ async fn run(args: Args) -> Result<bool> {
     // either way (it runs in its own process group, so the terminal's
     // signal reaches only the bench).
     let measured = tokio::select! {
-        rows = measure(&args, &counts, &sandbar, scratch.path()) => rows,
+        rows = measure(&args, &counts, &sandbar, scratch.path(), egress_host.as_ref()) => rows,
         signal = interrupted() => Err(signal),
     };
     let stopped = tokio::task::block_in_place(|| sandbar.stop());
@@ -329,6 +352,7 @@ async fn measure(
     counts: &Counts,
     sandbar: &Sandbar,
     scratch: &Path,
+    egress_host: Option<&egress::TestHost>,
 ) -> Result<Vec<Row>> {
     let wants = |s: Section| args.only.is_empty() || args.only.contains(&s);
     let ca_files = sandbar.ca_files();
@@ -367,6 +391,7 @@ async fn measure(
                     &sandbar.env,
                     counts.interpreter_create,
                     counts.interpreter_exec,
+                    &args.templates_from,
                 )
                 .await,
             );
@@ -413,6 +438,10 @@ async fn measure(
             instance: sandbar.instance.clone(),
         };
         rows.extend(persist::rows(&api, &edge, &counts.persist).await);
+    }
+    if let Some(host) = egress_host.filter(|_| wants(Section::Egress)) {
+        tracing::info!("egress by name");
+        rows.extend(egress::rows(&api, &sandbar.instance, host, &counts.egress).await);
     }
     if wants(Section::Density) {
         tracing::info!(target = counts.density, "idle memory and density");

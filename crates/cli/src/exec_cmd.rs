@@ -19,10 +19,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 
-const ENVD_PORT: u16 = 49983;
-const END_STREAM: u8 = 0x02;
+pub(crate) const ENVD_PORT: u16 = 49983;
+pub(crate) const END_STREAM: u8 = 0x02;
 
-fn envelope(msg: &Value) -> Vec<u8> {
+pub(crate) fn envelope(msg: &Value) -> Vec<u8> {
     let payload = msg.to_string().into_bytes();
     let mut out = Vec::with_capacity(5 + payload.len());
     out.push(0);
@@ -32,7 +32,7 @@ fn envelope(msg: &Value) -> Vec<u8> {
 }
 
 /// Splits complete envelopes off the front of `buf`.
-fn take_envelopes(buf: &mut Vec<u8>) -> Result<Vec<(u8, Value)>> {
+pub(crate) fn take_envelopes(buf: &mut Vec<u8>) -> Result<Vec<(u8, Value)>> {
     let mut out = Vec::new();
     loop {
         if buf.len() < 5 {

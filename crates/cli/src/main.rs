@@ -10,6 +10,7 @@ mod keys_cmd;
 mod layout;
 mod sandbox_cmd;
 mod serve;
+mod shell_cmd;
 mod template_cmd;
 
 use std::io::IsTerminal;
@@ -134,9 +135,48 @@ enum SandboxCommand {
         metadata: Vec<(String, String)>,
         #[arg(long = "env", short = 'e', value_parser = parse_pair)]
         envs: Vec<(String, String)>,
+        /// Print the whole answer as JSON instead of the id.
+        #[arg(long)]
+        json: bool,
     },
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        /// Only sandboxes in these states (running, paused).
+        #[arg(long, value_delimiter = ',')]
+        state: Vec<String>,
+        /// One JSON object per sandbox, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An interactive shell in a sandbox (a terminal on stdin); exits with
+    /// the shell's status.
+    Shell {
+        id: String,
+    },
+    /// Pause a sandbox: frozen in place (processes and memory kept), or with
+    /// `--files` only its files kept.
+    Pause {
+        id: String,
+        #[arg(long)]
+        files: bool,
+    },
+    /// Resume a paused sandbox (a running one is left as it is).
+    Resume {
+        id: String,
+        /// Seconds it then runs until its timeout (server default: 300).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// A sandbox's CPU, memory and disk samples (every 5 s).
+    Metrics {
+        id: String,
+        /// Only the last this many seconds.
+        #[arg(long)]
+        since: Option<u64>,
+        /// One JSON object per sample, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command (with bash) in a sandbox; exits with its status.
     Exec {
         id: String,
@@ -145,6 +185,17 @@ enum SandboxCommand {
     },
     Kill {
         id: String,
+    },
+    /// Print a sandbox's egress log: the names it asked for, the connections
+    /// and flows it made, and what its network policy said of each.
+    Logs {
+        id: String,
+        /// Only entries at this level or above (debug, info, warn, error).
+        #[arg(long)]
+        level: Option<String>,
+        /// Print the entries as JSON lines.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -186,6 +237,19 @@ fn main() -> std::process::ExitCode {
     sandbar_runtime::init::main_if_requested();
 
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        // A client command piped into `head` should end quietly when the
+        // pipe closes, as other Unix tools do (Rust ignores SIGPIPE, so a
+        // print would panic instead). `serve` keeps it ignored: a closed
+        // socket is an error to handle there, not a reason to exit.
+        // SAFETY: no other thread exists yet; SIG_DFL has no handler to race.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -258,11 +322,36 @@ fn run(cli: Cli) -> Result<()> {
                     timeout,
                     metadata,
                     envs,
+                    json,
                 } => {
-                    sandbox_cmd::create(&api_client(&data)?, &template, timeout, &metadata, &envs)
-                        .await
+                    let new = sandbox_cmd::NewSandbox {
+                        template: &template,
+                        timeout,
+                        metadata: &metadata,
+                        envs: &envs,
+                    };
+                    sandbox_cmd::create(&api_client(&data)?, &new, json).await
                 }
-                SandboxCommand::Ls => sandbox_cmd::list(&api_client(&data)?).await,
+                SandboxCommand::Ls { state, json } => {
+                    sandbox_cmd::list(&api_client(&data)?, &state, json).await
+                }
+                SandboxCommand::Shell { id } => {
+                    let proxy = data
+                        .read_serve_state()?
+                        .proxy_http
+                        .context("this server does not announce its HTTP listener; restart it")?;
+                    let code = sandbox_cmd::shell(&api_client(&data)?, &proxy, &id).await?;
+                    std::process::exit(code);
+                }
+                SandboxCommand::Pause { id, files } => {
+                    sandbox_cmd::pause(&api_client(&data)?, &id, !files).await
+                }
+                SandboxCommand::Resume { id, timeout } => {
+                    sandbox_cmd::resume(&api_client(&data)?, &id, timeout).await
+                }
+                SandboxCommand::Metrics { id, since, json } => {
+                    sandbox_cmd::metrics(&api_client(&data)?, &id, since, json).await
+                }
                 SandboxCommand::Exec { id, command } => {
                     let proxy = data
                         .read_serve_state()?
@@ -276,6 +365,9 @@ fn run(cli: Cli) -> Result<()> {
                     Ok(())
                 }
                 SandboxCommand::Kill { id } => sandbox_cmd::kill(&api_client(&data)?, &id).await,
+                SandboxCommand::Logs { id, level, json } => {
+                    sandbox_cmd::logs(&api_client(&data)?, &id, level.as_deref(), json).await
+                }
             },
             Command::Template { command } => match command {
                 TemplateCommand::Build { name, uid_base } => {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use sandbar_api::{Api, ApiConfig, LocalRuntime};
+use sandbar_dashboard::{Dashboard, DashboardConfig};
 use sandbar_net::{NetConfig, Network};
 use sandbar_proxy::certs::{LocalCaFiles, ServerCert};
 use sandbar_proxy::{api_service, Listener, Proxy};
@@ -117,16 +118,36 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub public_ranges: Vec<Ipv4Net>,
+    /// Resolvers the sandboxes' DNS forwarder asks (`IP` or `IP:port`,
+    /// repeatable); default: the host's, from /etc/resolv.conf.
+    #[arg(
+        long = "dns-upstream",
+        env = "SANDBAR_DNS_UPSTREAM",
+        value_delimiter = ',',
+        value_parser = parse_resolver
+    )]
+    pub dns_upstream: Vec<SocketAddr>,
     /// Size of the layer store's image (sandboxes' files, snapshots), made
     /// at first start in the data dir: bytes, or with a K/M/G/T suffix.
     /// Default: 80% of the free space there. The image is sparse.
     #[arg(long, env = "SANDBAR_STORE_SIZE", value_parser = parse_size)]
     pub store_size: Option<u64>,
+    /// The criu binary that checkpoints sandboxes' processes: a stop of the
+    /// server keeps them (resumed with their memory), snapshots and forks
+    /// carry them. scripts/install-criu.sh puts it at the default path.
+    /// `none` turns that off; a missing or failing criu leaves it off (said
+    /// once in the log), with files kept as without it.
+    #[arg(long, env = "SANDBAR_CRIU", default_value = "/usr/local/sbin/criu")]
+    pub criu: String,
     /// A proxy or load balancer in front of sandbar (an address or CIDR)
     /// whose `X-Forwarded-For` is believed; from any other client the
     /// header is replaced with the client's address. Repeatable.
     #[arg(long = "trusted-proxy", env = "SANDBAR_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How long metric samples (one per running sandbox every 5 s) are
+    /// kept, in hours.
+    #[arg(long, env = "SANDBAR_METRICS_RETENTION_HOURS", default_value_t = 7 * 24)]
+    pub metrics_retention_hours: u64,
 }
 
 /// `100G`, `512M`, `1T` or plain bytes.
@@ -157,6 +178,16 @@ fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("'{s}' is neither a CIDR nor an IP address"))
+}
+
+/// A resolver: `IP:port`, or an IP meaning port 53.
+fn parse_resolver(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("'{s}' is neither IP nor IP:port"))
 }
 
 fn parse_warm(s: &str) -> Result<(String, usize), String> {
@@ -267,6 +298,8 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     std::fs::create_dir_all(&data.root)
         .with_context(|| format!("creating {}", data.root.display()))?;
     let started = std::time::Instant::now();
+    // Before anything records a metric: every crate's figures reach it.
+    sandbar_api::telemetry::install();
 
     let db_url = args
         .database_url
@@ -316,7 +349,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 subnet: args.subnet,
                 state_dir: run_dir.clone(),
                 pool_size: args.pool_size,
-                dns_upstream: Vec::new(),
+                dns_upstream: args.dns_upstream.clone(),
                 open_ranges: args.open_ranges.clone(),
                 public_ranges: args.public_ranges.clone(),
             })
@@ -365,6 +398,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     let defaults = ApiConfig::new(String::new());
     let options = RuntimeOptions {
         store_size: args.store_size,
+        criu: (args.criu != "none").then(|| PathBuf::from(&args.criu)),
         warm: args
             .warm
             .iter()
@@ -390,12 +424,13 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     };
 
     let mut api_config = ApiConfig::new(public_domain(&args.domain, https_port));
+    api_config.metrics_retention = Duration::from_secs(args.metrics_retention_hours * 3600);
     api_config.max_timeout = Duration::from_secs(args.max_timeout);
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
     let api = match Api::start(
         api_config,
         store.clone(),
-        Arc::new(LocalRuntime(runtime.clone())),
+        Arc::new(LocalRuntime::new(runtime.clone(), net.clone())),
     )
     .await
     {
@@ -409,11 +444,17 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
         }
     };
     let router = api.router();
+    // The dashboard goes through the API router in-process, with the key of
+    // each signed-in session; served at https://{domain}/ and /dashboard/.
+    let dashboard = Dashboard::new(
+        router.clone(),
+        DashboardConfig::new(public_domain(&args.domain, https_port)),
+    );
 
     let shutdown = CancellationToken::new();
     let api_server = tokio::spawn({
         let shutdown = shutdown.clone();
-        let router = router.clone();
+        let router = dashboard.beside(router.clone());
         async move {
             axum::serve(api_listener, router)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
@@ -423,7 +464,8 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     });
     let catalog: Arc<dyn Catalog> = runtime.clone();
     let proxy = Proxy::new(&args.domain, catalog, Some(api_service(router)))
-        .trusting(args.trusted_proxies.clone());
+        .trusting(args.trusted_proxies.clone())
+        .with_dashboard(api_service(dashboard.router()));
     let proxy_server = tokio::spawn({
         let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
         async move {
@@ -463,6 +505,10 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     eprintln!(
         "run `eval \"$(sandbar env --data-dir {})\"` to point the E2B SDKs here",
         data.root.display()
+    );
+    eprintln!(
+        "the dashboard is at https://{}/ (and {}/dashboard/); sign in with an API key",
+        state.domain, state.api_url
     );
 
     let signal = shutdown_signal().await;

@@ -2,7 +2,8 @@
 //! certificate made on first start, or the operator's own), and routes
 //! `{port}-{id}.{domain}` to that port inside the sandbox through the
 //! runtime's [`Catalog`](sandbar_runtime::Catalog); `api.{domain}` goes to
-//! the control-plane service given at construction.
+//! the control-plane service given at construction, and the bare `{domain}`
+//! to the dashboard service given with [`Proxy::with_dashboard`].
 //!
 //! HTTP/1.1 and HTTP/2 clients are proxied to the sandbox's HTTP/1.1 server
 //! over pooled connections; bodies stream both ways unbuffered; `Upgrade`
@@ -33,6 +34,7 @@ mod proxy;
 mod refusal;
 mod server;
 pub mod target;
+mod telemetry;
 mod traffic_token;
 mod upstream;
 

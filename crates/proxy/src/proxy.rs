@@ -63,6 +63,8 @@ struct Inner {
     catalog: Arc<dyn Catalog>,
     upstreams: Upstreams,
     api: Option<ApiService>,
+    /// Serves the bare `{domain}` (the web dashboard), when given.
+    dashboard: Option<ApiService>,
     /// Peers whose `X-Forwarded-For` is believed (a load balancer in front).
     trusted_proxies: Vec<ipnet::IpNet>,
     /// Ends upgraded (WebSocket) tunnels, which outlive their HTTP exchange
@@ -81,6 +83,7 @@ impl Proxy {
                 upstreams: Upstreams::new(catalog.clone()),
                 catalog,
                 api,
+                dashboard: None,
                 trusted_proxies: Vec::new(),
                 tunnels: CancellationToken::new(),
             }),
@@ -97,6 +100,15 @@ impl Proxy {
         self
     }
 
+    /// Serves the bare `{domain}` with `dashboard` (without one it answers
+    /// 404). Call before cloning the proxy.
+    pub fn with_dashboard(mut self, dashboard: ApiService) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("with_dashboard() is called before the proxy is shared")
+            .dashboard = Some(dashboard);
+        self
+    }
+
     fn trusts(&self, peer: std::net::IpAddr) -> bool {
         let peer = peer.to_canonical();
         self.inner.trusted_proxies.iter().any(|n| n.contains(&peer))
@@ -108,6 +120,13 @@ impl Proxy {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
+        let started = std::time::Instant::now();
+        let resp = self.route(req, conn).await;
+        crate::telemetry::answered(resp.status(), started.elapsed());
+        resp
+    }
+
+    async fn route(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         // HTTP/2 carries the host in `:authority`, HTTP/1.1 in `Host`.
         let host = req
             .headers()
@@ -124,18 +143,27 @@ impl Proxy {
             Err(e) => return Refusal::BadTarget(e).response(req.headers(), host.as_deref()),
         };
         match target {
-            Target::Api => self.to_api(req, conn, host.as_deref()).await,
+            Target::Api => {
+                let api = self.inner.api.clone();
+                self.to_service(api, req, conn, host.as_deref()).await
+            }
+            Target::Dashboard => {
+                let dashboard = self.inner.dashboard.clone();
+                self.to_service(dashboard, req, conn, host.as_deref()).await
+            }
             Target::Sandbox { id, port } => self.to_sandbox(req, conn, host, id, port).await,
         }
     }
 
-    async fn to_api(
+    /// `api.{domain}` and the bare `{domain}`: services of this process.
+    async fn to_service(
         &self,
+        service: Option<ApiService>,
         mut req: Request<Incoming>,
         conn: ConnInfo,
         host: Option<&str>,
     ) -> Response<ProxyBody> {
-        let Some(api) = self.inner.api.clone() else {
+        let Some(api) = service else {
             return Refusal::NoApi.response(req.headers(), host);
         };
         let trusted = self.trusts(conn.remote.ip());
@@ -228,7 +256,7 @@ impl Proxy {
         // The sandbox's servers speak HTTP/1.1 whatever the client spoke.
         parts.version = Version::HTTP_11;
 
-        let request = Request::from_parts(parts, body);
+        let request = Request::from_parts(parts, crate::telemetry::counted(body, "in"));
         let mut resp = match self.inner.upstreams.send(&id, port, request, upgrade).await {
             Ok(resp) => resp,
             Err(e) => {
@@ -268,7 +296,7 @@ impl Proxy {
             return resp.map(boxed);
         }
         headers::strip_hop_by_hop(resp.headers_mut(), false);
-        resp.map(boxed)
+        resp.map(|b| boxed(crate::telemetry::counted(b, "out")))
     }
 }
 
@@ -278,6 +306,7 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade) -> Result<(), BoxError> 
     let (client, upstream) = tokio::try_join!(client, upstream)?;
     let mut client = TokioIo::new(client);
     let mut upstream = TokioIo::new(upstream);
-    tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    let (to_sandbox, to_client) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+    crate::telemetry::tunnelled(to_sandbox, to_client);
     Ok(())
 }

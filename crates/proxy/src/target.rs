@@ -14,6 +14,8 @@ pub enum Target {
     Sandbox { id: String, port: u16 },
     /// `api.{domain}`: the control plane.
     Api,
+    /// The bare `{domain}`: the web dashboard.
+    Dashboard,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +66,9 @@ impl Hosts {
 
         if name == self.api {
             return Ok(Target::Api);
+        }
+        if name == self.domain {
+            return Ok(Target::Dashboard);
         }
         if name == "localhost" || name == self.shared || name.parse::<IpAddr>().is_ok() {
             return from_headers(headers);
@@ -165,13 +170,15 @@ mod tests {
         );
         assert_eq!(r("49983-abc.sbx.example."), sandbox("abc", 49983));
         assert_eq!(r("api.sbx.example:443"), Ok(Target::Api));
+        assert_eq!(r("sbx.example"), Ok(Target::Dashboard));
+        assert_eq!(r("SBX.example.:8443"), Ok(Target::Dashboard));
     }
 
     #[test]
     fn bad_hosts_are_refused_with_a_reason() {
         let h = HeaderMap::new();
         let r = |host| hosts().resolve(Some(host), &h);
-        assert!(matches!(r("sbx.example"), Err(TargetError::BadHost(..))));
+        assert!(matches!(r("xsbx.example"), Err(TargetError::BadHost(..))));
         assert!(matches!(
             r("3000-abc.other.example"),
             Err(TargetError::BadHost(..))

@@ -22,6 +22,9 @@ use hyper_util::rt::TokioIo;
 use sandbar_runtime::{Catalog, DialError};
 use tracing::debug;
 
+/// What goes to a sandbox: the client's body, counted as it passes.
+pub type ToSandbox = crate::telemetry::Counted<Incoming>;
+
 /// How long an unused kept-alive connection to a sandbox stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_PORT: usize = 64;
@@ -45,7 +48,7 @@ pub enum UpstreamError {
 type Key = (String, u16);
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<ToSandbox>,
     since: Instant,
 }
 
@@ -69,7 +72,7 @@ impl Upstreams {
         &self,
         id: &str,
         port: u16,
-        mut req: Request<Incoming>,
+        mut req: Request<ToSandbox>,
         upgrade: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         let key: Key = (id.to_string(), port);
@@ -106,7 +109,7 @@ impl Upstreams {
         }
     }
 
-    fn checkout(&self, key: &Key) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, key: &Key) -> Option<SendRequest<ToSandbox>> {
         let mut idle = self.idle.lock().expect("pool lock");
         let list = idle.get_mut(key)?;
         let found = loop {
@@ -138,7 +141,7 @@ impl Upstreams {
         }
     }
 
-    async fn connect(&self, id: &str, port: u16) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self, id: &str, port: u16) -> Result<SendRequest<ToSandbox>, UpstreamError> {
         let stream = self.dial(id, port).await?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::Builder::new()
@@ -153,7 +156,7 @@ impl Upstreams {
     }
 }
 
-fn put_back(pool: &Weak<IdleMap>, key: Key, sender: SendRequest<Incoming>) {
+fn put_back(pool: &Weak<IdleMap>, key: Key, sender: SendRequest<ToSandbox>) {
     let Some(pool) = pool.upgrade() else { return };
     if sender.is_closed() {
         return;
@@ -188,7 +191,7 @@ async fn sweep(pool: Weak<IdleMap>) {
 pub struct PooledBody {
     body: Incoming,
     ended: bool,
-    back: Option<(SendRequest<Incoming>, Key, Weak<IdleMap>)>,
+    back: Option<(SendRequest<ToSandbox>, Key, Weak<IdleMap>)>,
 }
 
 impl Body for PooledBody {

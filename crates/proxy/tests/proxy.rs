@@ -447,6 +447,45 @@ async fn api_host_goes_to_the_api_service() {
 }
 
 #[tokio::test]
+async fn the_bare_domain_goes_to_the_dashboard_service() {
+    let service = |name: &'static str| {
+        api_service(tower::service_fn(
+            move |req: Request<hyper::body::Incoming>| async move {
+                let proto = req.headers().get("x-forwarded-proto").cloned();
+                Ok::<_, Infallible>(
+                    Response::builder()
+                        .header("x-seen-proto", proto.unwrap())
+                        .body(http_body_util::Full::new(Bytes::from(format!(
+                            "{name} {}",
+                            req.uri().path()
+                        ))))
+                        .unwrap(),
+                )
+            },
+        ))
+    };
+    let h = Harness::start_with(Some(service("api")), Some(service("dashboard")), Vec::new()).await;
+    let mut c = Client::connect(&h, Mode::Tls2, DOMAIN).await;
+    let resp = c.get(DOMAIN, "/session", &[]).await;
+    assert_status(&resp, StatusCode::OK);
+    assert_eq!(resp.headers()["x-seen-proto"], "https");
+    assert_eq!(body_string(resp).await, "dashboard /session");
+    let mut c = Client::connect(&h, Mode::Tls1, DOMAIN).await;
+    let resp = c.get(&format!("{DOMAIN}:443"), "/", &[]).await;
+    assert_eq!(body_string(resp).await, "dashboard /");
+    let mut c = Client::connect(&h, Mode::Tls1, &format!("api.{DOMAIN}")).await;
+    let resp = c.get(&format!("api.{DOMAIN}"), "/session", &[]).await;
+    assert_eq!(body_string(resp).await, "api /session");
+
+    // Without a dashboard the bare domain is a 404, as before it was a 400.
+    let (bare, _) = setup(Route::default()).await;
+    let mut c = Client::connect(&bare, Mode::Plain1, "x").await;
+    let resp = c.get(DOMAIN, "/", &[]).await;
+    assert_status(&resp, StatusCode::NOT_FOUND);
+    assert_eq!(body_json(resp).await["code"], 404);
+}
+
+#[tokio::test]
 async fn killed_sandbox_answers_not_found_and_shutdown_ends_serving() {
     let (h, _) = setup(Route::default()).await;
     let mut c = Client::connect(&h, Mode::Tls1, &host(3000)).await;

@@ -1,8 +1,9 @@
 //! The route table (protocol notes, section 2) and the layers around it.
 
 mod list;
+mod metrics;
 mod persistence;
-mod sandboxes;
+pub(crate) mod sandboxes;
 mod unsupported;
 
 use axum::http::HeaderName;
@@ -42,12 +43,15 @@ pub fn router(state: AppState) -> Router {
             "/templates/{id}",
             delete(persistence::delete_template).fallback(unsupported::templates),
         )
-        .route("/sandboxes/metrics", get(sandboxes::metrics_of_many))
-        .route("/sandboxes/{id}/metrics", get(sandboxes::metrics))
+        .route("/sandboxes/metrics", get(metrics::of_many))
+        .route("/sandboxes/{id}/metrics", get(metrics::of_sandbox))
+        .route("/teams/{id}/metrics", get(metrics::of_team))
+        .route("/teams/{id}/metrics/max", get(metrics::max_of_team))
         .route("/sandboxes/{id}/logs", get(sandboxes::logs))
-        .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs))
+        .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs_v2))
         .route("/sandboxes/{id}/network", put(sandboxes::set_network))
         .route("/teams", get(sandboxes::teams))
+        .route("/metrics", get(crate::telemetry::scrape))
         .route("/sandboxes/{id}/pause", post(persistence::pause))
         .route("/sandboxes/{id}/resume", post(persistence::resume))
         .merge(unsupported::template_routes())

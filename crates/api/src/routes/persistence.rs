@@ -83,6 +83,19 @@ async fn resume_sandbox(
     timeout: std::time::Duration,
     memory: Option<bool>,
 ) -> Result<(), ApiError> {
+    let started = std::time::Instant::now();
+    let resumed = resume_sandbox_untimed(state, caller, rec, timeout, memory).await;
+    crate::telemetry::resumed(resumed.is_ok(), started.elapsed());
+    resumed
+}
+
+async fn resume_sandbox_untimed(
+    state: &AppState,
+    caller: &Caller,
+    rec: &SandboxRecord,
+    timeout: std::time::Duration,
+    memory: Option<bool>,
+) -> Result<(), ApiError> {
     crate::quota::check_lifetime(
         &caller.team,
         std::time::Duration::ZERO.saturating_add(timeout),
@@ -106,6 +119,7 @@ async fn resume_sandbox(
         )) => {}
         Err(e) => return Err(runtime_error(e)),
     }
+    crate::routes::sandboxes::restore_egress(state, rec).await;
     state
         .store
         .set_running(&rec.id, timeouts::end_at(Utc::now(), timeout))
@@ -253,8 +267,42 @@ fn snapshot_info(s: &SnapshotRecord) -> SnapshotInfo {
     }
 }
 
-/// `POST /sandboxes/{id}/snapshots`: the sandbox's files now, as a
-/// snapshot sandboxes can start from; the sandbox runs on.
+/// A snapshot layer of sandbox `id`: with its processes when `memory`
+/// asks for them; by default (`None`) whenever the node can (CRIU) and the
+/// sandbox has processes, falling back to its files alone where criu cannot
+/// take this tree (the best the node can do). Asked for and impossible: a
+/// clear 409 that says why.
+async fn take_snapshot(
+    state: &AppState,
+    id: &str,
+    memory: Option<bool>,
+) -> Result<sandbar_runtime::SnapshotInfo, ApiError> {
+    let paused_to_files = state.backend.state(id) == Some(RunState::Paused(PauseMode::Filesystem));
+    let with_memory =
+        memory.unwrap_or_else(|| state.backend.memory_snapshots() && !paused_to_files);
+    match state.backend.snapshot(id, with_memory).await {
+        Ok(layer) => Ok(layer),
+        Err(sandbar_runtime::RuntimeError::Checkpoint(why)) if memory.is_none() => {
+            tracing::warn!(sandbox = %id, reason = %why, "the sandbox's processes cannot be checkpointed; the snapshot keeps its files only");
+            state
+                .backend
+                .snapshot(id, false)
+                .await
+                .map_err(runtime_error)
+        }
+        Err(sandbar_runtime::RuntimeError::Checkpoint(why)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "the sandbox's processes cannot be checkpointed ({why}); snapshot with `memory: false` to keep its files only"
+            ),
+        )),
+        Err(e) => Err(runtime_error(e)),
+    }
+}
+
+/// `POST /sandboxes/{id}/snapshots`: the sandbox now, as a snapshot
+/// sandboxes can start from (with its processes where the node can, see
+/// [`take_snapshot`]); the sandbox runs on.
 pub async fn create_snapshot(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -263,9 +311,9 @@ pub async fn create_snapshot(
 ) -> Result<impl IntoResponse, ApiError> {
     let body = body.unwrap_or_default();
     let rec = live(&state, &caller, &id).await?;
-    if body.memory == Some(true) {
+    if body.memory == Some(true) && !state.backend.memory_snapshots() {
         return Err(ApiError::bad_request(
-            "snapshots keep files only on this node: memory snapshots need CRIU, which is not set up; leave `memory` out or set it false",
+            "snapshots keep files only on this node: memory snapshots need CRIU, which is not set up (scripts/install-criu.sh, `sandbar serve --criu`); leave `memory` out or set it false",
         ));
     }
     let named = body
@@ -273,7 +321,7 @@ pub async fn create_snapshot(
         .as_deref()
         .map(|n| parse_name(n.trim(), &caller.team.name))
         .transpose()?;
-    let layer = state.backend.snapshot(&id).await.map_err(runtime_error)?;
+    let layer = take_snapshot(&state, &id, body.memory).await?;
     let team = &caller.team.name;
     let (snapshot_id, name) = match named {
         Some((name, tag)) => (
@@ -299,7 +347,7 @@ pub async fn create_snapshot(
         tracing::info!(snapshot = %old.id, layer = %old.layer, "snapshot name taken again; its old layer goes when unused");
         collect_layers(&state).await?;
     }
-    tracing::info!(sandbox = %id, snapshot = %record.id, layer = %record.layer, "snapshot made");
+    tracing::info!(sandbox = %id, snapshot = %record.id, layer = %record.layer, memory = layer.memory, "snapshot made");
     Ok((StatusCode::CREATED, Json(snapshot_info(&record))))
 }
 
@@ -393,8 +441,9 @@ pub async fn delete_template(
     )))
 }
 
-/// `POST /sandboxes/{id}/fork`: snapshots the sandbox once and starts
-/// `count` sandboxes on it (new ids and tokens, the source's env vars and
+/// `POST /sandboxes/{id}/fork`: snapshots the sandbox once (with its
+/// processes where the node can, see [`take_snapshot`]) and starts `count`
+/// sandboxes on it (new ids and tokens, the source's env vars and
 /// settings). 201 with one result per fork even when some failed.
 pub async fn fork(
     State(state): State<AppState>,
@@ -424,7 +473,7 @@ pub async fn fork(
         .backend
         .spec(&id)
         .ok_or_else(|| ApiError::sandbox_not_found(&id))?;
-    let layer = state.backend.snapshot(&id).await.map_err(runtime_error)?;
+    let layer = take_snapshot(&state, &id, None).await?;
     let network = rec
         .network
         .clone()

@@ -15,11 +15,10 @@ use crate::body::{JsonBody, OptionalJsonBody};
 use crate::error::ApiError;
 use crate::model::{
     rfc3339, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail, SandboxIdentity,
-    SandboxLogs, SandboxMetric, SandboxesWithMetrics, TimeoutBody,
+    SandboxLogs, TimeoutBody,
 };
 use crate::timeouts;
 use crate::AppState;
-use serde::Deserialize;
 
 /// E2B uses 20 characters of `[a-z0-9]`; the proxy relies on that alphabet.
 const ID_LEN: usize = 20;
@@ -97,7 +96,7 @@ pub(crate) fn detail_json(state: &AppState, r: &SandboxRecord) -> SandboxDetail 
         state: r.state.as_str().to_string(),
         metadata: r.metadata.clone(),
         allow_internet_access: r.allow_internet,
-        network: r.network.clone(),
+        network: r.network.as_ref().map(crate::model::NetworkConfig::public),
         lifecycle: crate::model::LifecycleInfo {
             auto_resume: r.lifecycle.auto_resume,
             on_timeout: if r.lifecycle.auto_pause {
@@ -173,15 +172,46 @@ pub(crate) fn lifetime_until(
         .saturating_add(timeout)
 }
 
-fn egress_of(
+pub(crate) fn egress_of(
     allow_internet: bool,
     allow_out: Option<Vec<String>>,
     deny_out: Option<Vec<String>>,
+    proxy: Option<&crate::model::EgressProxyConfig>,
 ) -> EgressPolicy {
     EgressPolicy {
         allow_internet,
         allow_out: allow_out.unwrap_or_default(),
         deny_out: deny_out.unwrap_or_default(),
+        egress_proxy: proxy.map(crate::model::EgressProxyConfig::policy),
+    }
+}
+
+/// The egress policy a sandbox's record says it has.
+pub(crate) fn record_egress(rec: &SandboxRecord) -> EgressPolicy {
+    let network = rec
+        .network
+        .clone()
+        .and_then(|n| serde_json::from_value::<crate::model::NetworkConfig>(n).ok())
+        .unwrap_or_default();
+    egress_of(
+        rec.allow_internet,
+        network.allow_out,
+        network.deny_out,
+        network.egress_proxy.as_ref(),
+    )
+}
+
+/// After a resume: a sandbox that booted afresh on its files got the
+/// policy it was made with; one changed since (`PUT .../network`) gets
+/// the recorded one back.
+pub(crate) async fn restore_egress(state: &AppState, rec: &SandboxRecord) {
+    let wanted = record_egress(rec);
+    let made_with = state.backend.spec(&rec.id).map(|s| s.egress);
+    if made_with.as_ref() == Some(&wanted) {
+        return;
+    }
+    if let Err(e) = state.backend.set_egress(&rec.id, wanted).await {
+        tracing::warn!(sandbox = %rec.id, error = %e, "restoring the egress policy after a resume");
     }
 }
 
@@ -204,8 +234,10 @@ fn refuse_unsupported(req: &NewSandbox) -> Result<(), ApiError> {
         ("volumeMounts", is_set(&req.volume_mounts)),
         ("network.rules", network.is_some_and(|n| is_set(&n.rules))),
         (
-            "network.egressProxy",
-            network.is_some_and(|n| is_set(&n.egress_proxy)),
+            "network.egressProxy.tls (TLS to the proxy)",
+            network
+                .and_then(|n| n.egress_proxy.as_ref())
+                .is_some_and(|p| proxy_tls(&p.tls)),
         ),
         (
             "network.httpsPorts",
@@ -221,6 +253,17 @@ fn refuse_unsupported(req: &NewSandbox) -> Result<(), ApiError> {
             "{what} is not supported yet by sandbar"
         ))),
         None => Ok(()),
+    }
+}
+
+/// Whether an egressProxy `tls` asks for TLS (`true` or `{enabled: true}`).
+fn proxy_tls(tls: &Option<serde_json::Value>) -> bool {
+    match tls {
+        Some(serde_json::Value::Bool(on)) => *on,
+        Some(serde_json::Value::Object(o)) => {
+            o.get("enabled") == Some(&serde_json::Value::Bool(true))
+        }
+        _ => false,
     }
 }
 
@@ -246,6 +289,18 @@ pub(crate) struct NewSandboxPlan {
 /// Makes the sandbox of `plan` for `caller` and records it: team limits,
 /// tokens, the runtime's create, the store's record.
 pub(crate) async fn make_sandbox(
+    state: &AppState,
+    caller: &Caller,
+    plan: NewSandboxPlan,
+) -> Result<SandboxRecord, ApiError> {
+    let started = std::time::Instant::now();
+    let template = plan.template.clone();
+    let made = make_sandbox_untimed(state, caller, plan).await;
+    crate::telemetry::created(&template, made.is_ok(), started.elapsed());
+    made
+}
+
+async fn make_sandbox_untimed(
     state: &AppState,
     caller: &Caller,
     plan: NewSandboxPlan,
@@ -278,6 +333,7 @@ pub(crate) async fn make_sandbox(
             plan.allow_internet,
             network.allow_out.clone(),
             network.deny_out.clone(),
+            network.egress_proxy.as_ref(),
         ),
         route: Route {
             traffic_access_token: traffic_access_token.clone(),
@@ -522,94 +578,38 @@ pub async fn refresh(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The current figures from the sandbox's cgroup (one sample: the runtime
-/// does not keep a history, so a `start`/`end` range is not honoured).
-pub async fn metrics(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-) -> Result<Json<Vec<SandboxMetric>>, ApiError> {
-    live(&state, &caller, &id).await?;
-    Ok(Json(vec![sample(&state, &id)?]))
-}
-
-fn sample(state: &AppState, id: &str) -> Result<SandboxMetric, ApiError> {
-    let m = state.backend.metrics(id).map_err(runtime_error)?;
-    let now = Utc::now();
-    Ok(SandboxMetric {
-        timestamp: rfc3339(now),
-        timestamp_unix: now.timestamp(),
-        cpu_count: m.cpu_count,
-        cpu_used_pct: m.cpu_used_pct,
-        mem_used: m.mem_used,
-        mem_total: m.mem_total,
-        mem_cache: m.mem_cache,
-        disk_used: m.disk_used,
-        disk_total: m.disk_total,
-    })
-}
-
-/// At most this many ids in one `GET /sandboxes/metrics` (the spec's).
-const MAX_METRICS_IDS: usize = 100;
-
-#[derive(Debug, Deserialize)]
-pub struct MetricsQuery {
-    sandbox_ids: Option<String>,
-}
-
-/// `GET /sandboxes/metrics?sandbox_ids=a,b`: the current sample of each of
-/// the caller's running sandboxes among them; others are left out.
-pub async fn metrics_of_many(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<MetricsQuery>,
-) -> Result<Json<SandboxesWithMetrics>, ApiError> {
-    let ids: std::collections::BTreeSet<&str> = q
-        .sandbox_ids
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if ids.is_empty() {
-        return Err(ApiError::bad_request(
-            "sandbox_ids is required: a comma-separated list of sandbox ids",
-        ));
-    }
-    if ids.len() > MAX_METRICS_IDS {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_METRICS_IDS} sandbox ids at once ({} given)",
-            ids.len()
-        )));
-    }
-    let mut sandboxes = BTreeMap::new();
-    for id in ids {
-        let Ok(rec) = live(&state, &caller, id).await else {
-            continue;
-        };
-        if rec.state != SandboxState::Running {
-            continue;
-        }
-        if let Ok(m) = sample(&state, id) {
-            sandboxes.insert(id.to_string(), m);
-        }
-    }
-    Ok(Json(SandboxesWithMetrics { sandboxes }))
-}
-
-/// The runtime keeps no sandbox logs yet, so the list is empty (the shape is
-/// the one the E2B CLI reads).
+/// `GET /sandboxes/{id}/logs?start=<unix ms>&limit=<n>`: the sandbox's
+/// egress log, each event a JSON line with a `level` and a `logger` (what
+/// the E2B CLI reads), and the same as structured entries.
 pub async fn logs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
+    Query(query): Query<crate::model::LogsQuery>,
 ) -> Result<Json<SandboxLogs>, ApiError> {
     live(&state, &caller, &id).await?;
+    let entries = crate::egress_log::entries(&state, &id).await;
+    let entries = crate::egress_log::since(entries, query.start, query.limit);
     Ok(Json(SandboxLogs {
-        logs: Vec::new(),
-        log_entries: Vec::new(),
+        logs: entries.iter().map(crate::egress_log::line).collect(),
+        log_entries: entries
+            .iter()
+            .map(|e| serde_json::to_value(e).expect("a log entry serializes"))
+            .collect(),
     }))
+}
+
+/// `GET /v2/sandboxes/{id}/logs?cursor&limit&direction&level&search`.
+pub async fn logs_v2(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    Query(query): Query<crate::model::LogsQueryV2>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    live(&state, &caller, &id).await?;
+    let entries = crate::egress_log::entries(&state, &id).await;
+    let entries = crate::egress_log::page(entries, &query)?;
+    Ok(Json(serde_json::json!({ "logs": entries })))
 }
 
 pub async fn set_network(
@@ -619,11 +619,33 @@ pub async fn set_network(
     JsonBody(body): JsonBody<NetworkUpdate>,
 ) -> Result<StatusCode, ApiError> {
     let rec = live(&state, &caller, &id).await?;
-    let allow_internet = body.allow_internet_access.unwrap_or(rec.allow_internet);
+    if is_set(&body.rules) || is_set(&body.dns_servers) {
+        let what = if is_set(&body.rules) {
+            "network.rules"
+        } else {
+            "network.dnsServers"
+        };
+        return Err(ApiError::not_implemented(format!(
+            "{what} is not supported yet by sandbar"
+        )));
+    }
+    if body
+        .egress_proxy
+        .as_ref()
+        .is_some_and(|p| proxy_tls(&p.tls))
+    {
+        return Err(ApiError::not_implemented(
+            "network.egressProxy.tls (TLS to the proxy) is not supported yet by sandbar",
+        ));
+    }
+    // A full replace, as E2B does it: what the body leaves out is cleared,
+    // `allow_internet_access` included (left out: no denial from it).
+    let allow_internet = body.allow_internet_access.unwrap_or(true);
     let policy = egress_of(
         allow_internet,
         body.allow_out.clone(),
         body.deny_out.clone(),
+        body.egress_proxy.as_ref(),
     );
     state
         .backend
@@ -631,15 +653,22 @@ pub async fn set_network(
         .await
         .map_err(runtime_error)?;
 
-    // Keep the create-time options (public traffic, host masking) and replace
-    // the egress lists.
+    // Keep the create-time options (public traffic, host masking) and
+    // replace the egress settings.
     let mut network: BTreeMap<String, serde_json::Value> = match rec.network {
         Some(serde_json::Value::Object(map)) => map.into_iter().collect(),
         _ => BTreeMap::new(),
     };
-    for (k, v) in [("allowOut", body.allow_out), ("denyOut", body.deny_out)] {
+    let proxy = body
+        .egress_proxy
+        .map(|p| serde_json::to_value(p).expect("a proxy config serializes"));
+    for (k, v) in [
+        ("allowOut", body.allow_out.map(|l| serde_json::json!(l))),
+        ("denyOut", body.deny_out.map(|l| serde_json::json!(l))),
+        ("egressProxy", proxy),
+    ] {
         match v {
-            Some(list) => network.insert(k.to_string(), serde_json::json!(list)),
+            Some(value) => network.insert(k.to_string(), value),
             None => network.remove(k),
         };
     }
@@ -648,5 +677,6 @@ pub async fn set_network(
         .store
         .set_network(&id, allow_internet, Some(&network))
         .await?;
+    tracing::info!(sandbox = %id, "network policy replaced");
     Ok(StatusCode::NO_CONTENT)
 }

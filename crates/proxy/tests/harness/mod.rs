@@ -207,6 +207,14 @@ impl Harness {
     }
 
     pub async fn start_trusting(api: Option<ApiService>, trusted: Vec<ipnet::IpNet>) -> Self {
+        Self::start_with(api, None, trusted).await
+    }
+
+    pub async fn start_with(
+        api: Option<ApiService>,
+        dashboard: Option<ApiService>,
+        trusted: Vec<ipnet::IpNet>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let files = certs::LocalCaFiles::new(dir.path());
         let cert = certs::ServerCert::local(&files, DOMAIN).unwrap();
@@ -214,7 +222,10 @@ impl Harness {
         let tls_config = cert.server_config().unwrap();
 
         let catalog = Arc::new(TestCatalog::default());
-        let proxy = Proxy::new(DOMAIN, catalog.clone(), api).trusting(trusted);
+        let mut proxy = Proxy::new(DOMAIN, catalog.clone(), api).trusting(trusted);
+        if let Some(dashboard) = dashboard {
+            proxy = proxy.with_dashboard(dashboard);
+        }
         let plain_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let tls_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (plain, tls) = (plain_l.local_addr().unwrap(), tls_l.local_addr().unwrap());
