@@ -66,6 +66,9 @@ cp -r "$repo/crates/proto/proto" "$root/opt/sandbar/proto"
 tar -C "$repo" --exclude=web/node_modules --exclude=web/dist -cf - web scripts/build-web.sh |
   tar -C "$root/opt/sandbar" -xf -
 npm_cache=/var/cache/sandbar/npm
+# npm in there trusts what this host trusts (which may include a
+# TLS-inspecting proxy's CA that a brand-new system does not have).
+cat /etc/ssl/certs/ca-certificates.crt >"$root/opt/sandbar/host-ca.crt"
 mkdir -p "$npm_cache" "$root/root/.npm"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 
@@ -105,6 +108,7 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
       check \"criu --version reports $criu_version (scripts/install-criu.sh)\" \
         sh -c \"criu --version | grep -qx \\\"Version: $criu_version\\\"\"
       check \"the dashboard builds (scripts/build-web.sh: npm, TypeScript, Vite)\" \
+        env npm_config_cafile=/opt/sandbar/host-ca.crt \
         sh -c \"/opt/sandbar/scripts/build-web.sh && test -s /opt/sandbar/web/dist/index.html\"
     fi
     exit \$failed

@@ -59,7 +59,7 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::init::{ENVD_PATH, INTERPRETER_PATH};
+use crate::init::{DEV_LINKS, DEV_NODES, ENVD_PATH, INTERPRETER_PATH};
 use crate::sys;
 
 /// The sandbox's own files beside its images: what a restore needs, and the
@@ -389,14 +389,7 @@ impl Criu {
                 data: Some(s("mode=0755,size=64k")),
             },
         );
-        for (name, major, minor) in [
-            ("null", 1, 3),
-            ("zero", 1, 5),
-            ("full", 1, 7),
-            ("random", 1, 8),
-            ("urandom", 1, 9),
-            ("tty", 5, 0),
-        ] {
+        for &(name, major, minor) in DEV_NODES {
             let path = c(&r.dev.join(name))?;
             plan.push(
                 "make a device node",
@@ -407,13 +400,7 @@ impl Criu {
             );
             plan.push("chown a device node", Step::Lchown(path, r.uid_base));
         }
-        for (link, target) in [
-            ("ptmx", "pts/ptmx"),
-            ("fd", "/proc/self/fd"),
-            ("stdin", "/proc/self/fd/0"),
-            ("stdout", "/proc/self/fd/1"),
-            ("stderr", "/proc/self/fd/2"),
-        ] {
+        for &(link, target) in DEV_LINKS {
             plan.push(
                 "make a /dev symlink",
                 Step::Symlink {

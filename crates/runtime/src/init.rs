@@ -52,6 +52,25 @@ pub const INIT_ARG: &str = "__sandbox-init";
 pub const INIT_FILE: &str = "/run/sandbar-init.json";
 /// Where the envd binary is bind-mounted inside the sandbox.
 pub const ENVD_PATH: &str = "/usr/bin/envd";
+
+/// The device nodes of a sandbox's `/dev` (a tmpfs of its own): name,
+/// major, minor. Shared with the restore of a checkpoint, which rebuilds it.
+pub(crate) const DEV_NODES: &[(&str, u32, u32)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+/// The symbolic links of a sandbox's `/dev`: name, target.
+pub(crate) const DEV_LINKS: &[(&str, &str)] = &[
+    ("ptmx", "pts/ptmx"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
 /// Where the code-interpreter server is bind-mounted, when the template
 /// starts it.
 pub use crate::templates::INTERPRETER_PATH;
@@ -383,31 +402,18 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
         Some("mode=0755,size=64k"),
     )?;
     let dev = root.join("dev");
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for &(name, major, minor) in DEV_NODES {
         let p = dev.join(name);
         nix::sys::stat::mknod(
             &p,
             nix::sys::stat::SFlag::S_IFCHR,
             nix::sys::stat::Mode::from_bits_truncate(0o666),
-            nix::sys::stat::makedev(major, minor),
+            nix::sys::stat::makedev(u64::from(major), u64::from(minor)),
         )
         .step(|| format!("mknod {name}"))?;
         std::os::unix::fs::lchown(&p, Some(base), Some(base)).step(|| format!("chown {name}"))?;
     }
-    for (link, target) in [
-        ("ptmx", "pts/ptmx"),
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
+    for &(link, target) in DEV_LINKS {
         std::os::unix::fs::symlink(target, dev.join(link))
             .step(|| format!("symlink /dev/{link}"))?;
     }

@@ -107,6 +107,28 @@ pub struct SandboxInfo {
     pub boot_id: String,
 }
 
+impl SandboxInfo {
+    /// A sandbox of `spec` that has just started running (made, or restored
+    /// from a checkpoint).
+    pub(crate) fn running(
+        spec: &SandboxSpec,
+        addr: Option<std::net::Ipv4Addr>,
+        boot_id: String,
+    ) -> Self {
+        Self {
+            id: spec.id.clone(),
+            template: spec.template.clone(),
+            cpu_count: spec.cpu_count,
+            memory_mb: spec.memory_mb,
+            disk_mb: spec.disk_mb,
+            started_at: Utc::now(),
+            addr,
+            state: State::Running,
+            boot_id,
+        }
+    }
+}
+
 /// A snapshot layer just made.
 #[derive(Debug, Clone)]
 pub struct SnapshotInfo {

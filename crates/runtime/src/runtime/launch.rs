@@ -5,14 +5,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use sandbar_net::SandboxNet;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::{io, NetMode, Runtime, Sandbox, ENVD_PORT};
 use crate::cgroup::{Cgroup, Limits};
 use crate::init::{InitSpec, INIT_ARG, INIT_FILE};
-use crate::lifecycle::State;
 use crate::pid1::Pid1;
 use crate::templates::Template;
 use crate::{RuntimeError, SandboxInfo, SandboxSpec};
@@ -144,17 +142,7 @@ impl Runtime {
         let log = partial.log.take();
         *partial = Partial::default();
         Ok(Sandbox {
-            info: SandboxInfo {
-                id: spec.id.clone(),
-                template: spec.template.clone(),
-                cpu_count: spec.cpu_count,
-                memory_mb: spec.memory_mb,
-                disk_mb: spec.disk_mb,
-                started_at: Utc::now(),
-                addr: net.as_ref().map(|n| n.addr),
-                state: State::Running,
-                boot_id,
-            },
+            info: SandboxInfo::running(spec, net.as_ref().map(|n| n.addr), boot_id),
             route: spec.route.clone(),
             net,
             netns,

@@ -13,7 +13,7 @@
 //! way (`<store>/layers/<id>.memory/`), and sandboxes made on such a layer
 //! are restored from them instead of booted.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -248,22 +248,26 @@ impl Runtime {
 
     /// Boots `spec` on its template, its base layer and its writable layer
     /// (which `launch` makes when it has none yet); undone on failure.
+    /// The snapshot layers `spec` stands on, top first, as overlay lower
+    /// directories (without the template's root filesystem); each must have
+    /// been made on `spec`'s template.
+    pub(super) fn layer_lowers(&self, spec: &SandboxSpec) -> Result<Vec<PathBuf>, RuntimeError> {
+        let Some(top) = &spec.base_layer else {
+            return Ok(Vec::new());
+        };
+        let stack = self.layers()?.stack(top)?;
+        if stack.iter().any(|l| l.meta.template != spec.template) {
+            return Err(RuntimeError::Invalid(format!(
+                "layer '{top}' was not made on template '{}'",
+                spec.template
+            )));
+        }
+        Ok(stack.iter().map(|l| l.upper()).collect())
+    }
+
     pub(super) async fn boot(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
         let template = self.template_for(&spec.template)?;
-        let layers = match &spec.base_layer {
-            Some(top) => {
-                let store = self.layers()?;
-                let stack = store.stack(top)?;
-                if stack.iter().any(|l| l.meta.template != spec.template) {
-                    return Err(RuntimeError::Invalid(format!(
-                        "layer '{top}' was not made on template '{}'",
-                        spec.template
-                    )));
-                }
-                stack.iter().map(|l| l.upper()).collect()
-            }
-            None => Vec::new(),
-        };
+        let layers = self.layer_lowers(spec)?;
         let binaries = self
             .binaries
             .lock()

@@ -17,7 +17,6 @@ use super::launch::Partial;
 use super::{io, NetMode, Runtime, Sandbox, ENVD_PORT};
 use crate::cgroup::Limits;
 use crate::checkpoint::{self, Criu, Meta};
-use crate::lifecycle::State;
 use crate::pid1::Pid1;
 use crate::{RuntimeError, SandboxInfo, SandboxSpec};
 
@@ -124,19 +123,7 @@ impl Runtime {
             )));
         }
         let template = self.template_for(&spec.template)?;
-        let mut lowers: Vec<PathBuf> = match &spec.base_layer {
-            Some(top) => {
-                let stack = self.layers()?.stack(top)?;
-                if stack.iter().any(|l| l.meta.template != spec.template) {
-                    return Err(RuntimeError::Invalid(format!(
-                        "layer '{top}' was not made on template '{}'",
-                        spec.template
-                    )));
-                }
-                stack.iter().map(|l| l.upper()).collect()
-            }
-            None => Vec::new(),
-        };
+        let mut lowers = self.layer_lowers(spec)?;
         lowers.push(template.rootfs.clone());
         let binaries = self
             .binaries
@@ -327,17 +314,7 @@ impl Runtime {
             "processes restored"
         );
         Ok(Sandbox {
-            info: SandboxInfo {
-                id: spec.id.clone(),
-                template: spec.template.clone(),
-                cpu_count: spec.cpu_count,
-                memory_mb: spec.memory_mb,
-                disk_mb: spec.disk_mb,
-                started_at: Utc::now(),
-                addr: net.as_ref().map(|n| n.addr),
-                state: State::Running,
-                boot_id: meta.boot_id.clone(),
-            },
+            info: SandboxInfo::running(spec, net.as_ref().map(|n| n.addr), meta.boot_id.clone()),
             route: spec.route.clone(),
             net,
             netns,
