@@ -19,7 +19,10 @@ scripts/install-deps.sh --with-test-tools
 leak_state="$(mktemp -d -t sandbar-leak-check.XXXXXX)"
 # shellcheck source=tests/lib/postgres.sh
 source tests/lib/postgres.sh
-trap 'pg_scratch_stop "$leak_state/pg"; rm -rf "$leak_state"' EXIT
+# The scratch cluster's own dir: the postgres user must reach it, which it
+# cannot below a 0700 directory of root's such as $leak_state.
+pg_dir="$(mktemp -d -t sandbar-test-pg.XXXXXX)"
+trap 'pg_scratch_stop "$pg_dir"; rm -rf "$leak_state" "$pg_dir"' EXIT
 step "what this host holds before the tests"
 scripts/leak-check.sh start "$leak_state"
 
@@ -49,9 +52,9 @@ step "templates (built once, then cached)"
 "$bin/sandbar" template build code-interpreter-v1
 
 step "unit and integration tests (the store on SQLite and on a scratch PostgreSQL)"
-pg_scratch_start "$leak_state/pg"
+pg_scratch_start "$pg_dir"
 cargo test --workspace --locked
-pg_scratch_stop "$leak_state/pg"
+pg_scratch_stop "$pg_dir"
 
 step "end-to-end: envd with the official SDKs"
 E2E_ENVD_BIN="$bin/envd" tests/e2e/run-envd.sh

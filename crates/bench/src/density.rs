@@ -72,10 +72,11 @@ pub async fn rows(api: &Api, instance: &str, target_count: usize) -> Vec<Row> {
         .collect();
     let unreadable = ids.len() - per_sandbox.len();
     let count = ids.len();
+    let sampling = sampling_row(api, count).await;
 
     let kill = api.kill_all(&ids).await;
 
-    let mut rows = Vec::new();
+    let mut rows = vec![sampling];
     let cgroup_what = "idle sandbox memory, its cgroup";
     match Summary::of(&per_sandbox) {
         Some(summary) => {
@@ -150,4 +151,67 @@ pub async fn rows(api: &Api, instance: &str, target_count: usize) -> Vec<Row> {
     }
     rows.push(held.judged());
     rows
+}
+
+/// What sampling every running sandbox's metrics (CPU, memory, disk; one
+/// store write a round) costs the server, scaled to 1,000 sandboxes: the
+/// server's own figures for its last round (`GET /metrics`), read once a
+/// round has seen all `count` sandboxes held here.
+async fn sampling_row(api: &Api, count: usize) -> Row {
+    const WHAT: &str = "metrics sampling round, per 1,000 running sandboxes";
+    if count == 0 {
+        return Row::error(WHAT, &anyhow::anyhow!("no sandbox was created"));
+    }
+    // Rounds come every 5 s; two of them are enough to see every sandbox.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut last = None;
+    loop {
+        match api
+            .call(http::Method::GET, "/metrics", None, http::StatusCode::OK)
+            .await
+        {
+            Ok((body, _)) => {
+                let text = String::from_utf8_lossy(&body);
+                let value = |name: &str| {
+                    text.lines()
+                        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+                        .find_map(|v| v.trim().parse::<f64>().ok())
+                };
+                if let (Some(n), Some(secs)) = (
+                    value("sandbar_metrics_sampled_sandboxes"),
+                    value("sandbar_metrics_sampling_seconds"),
+                ) {
+                    last = Some((n, secs));
+                    if n >= count as f64 {
+                        break;
+                    }
+                }
+            }
+            Err(e) => return Row::error(WHAT, &e),
+        }
+        if tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    match last {
+        Some((n, secs)) if n > 0.0 => Row::new(
+            WHAT,
+            Measure::Value {
+                unit: "ms".into(),
+                value: secs * 1000.0 * 1000.0 / n,
+            },
+        )
+        // A fifth of the 5 s between rounds, on one core.
+        .target(Target::AtMost(1000.0))
+        .note(format!(
+            "the server's last round took {:.1} ms for {n} sandboxes (cgroup reads, disk usage, one store transaction), scaled to 1,000",
+            secs * 1000.0
+        ))
+        .judged(),
+        _ => Row::error(
+            WHAT,
+            &anyhow::anyhow!("GET /metrics showed no sampling round with sandboxes in it"),
+        ),
+    }
 }

@@ -411,6 +411,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 disk_mb: defaults.default_disk_mb,
             })
             .collect(),
+        sandbox_client: Some(sandbox_client()),
         ..RuntimeOptions::default()
     };
     let runtime = match Runtime::start_with(runtime_config, net.clone(), options).await {
@@ -536,6 +537,21 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     store.close().await;
     tracing::info!("sandbar stopped cleanly");
     signal
+}
+
+/// The runtime's way to envd's `/init` and `/health` and the interpreter's
+/// readiness: HTTP, which the runtime does not speak itself.
+fn sandbox_client() -> sandbar_runtime::SandboxClient {
+    sandbar_runtime::SandboxClient::new(|stream, r| {
+        Box::pin(async move {
+            sandbar_sandbox_client::send(stream, r.method, &r.path, r.body, r.token.as_deref())
+                .await
+                .map(|a| sandbar_runtime::InnerAnswer {
+                    status: a.status,
+                    body: a.body,
+                })
+        })
+    })
 }
 
 #[cfg(test)]

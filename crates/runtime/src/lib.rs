@@ -11,6 +11,7 @@
 //! objects come from `sandbar-net`, writable and snapshot layers from
 //! `sandbar-layers`.
 
+mod asking;
 mod binaries;
 pub mod cgroup;
 mod checkpoint;
@@ -31,6 +32,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+pub use asking::{InnerAnswer, InnerRequest, SandboxClient};
 use chrono::{DateTime, Utc};
 pub use lifecycle::{LifecycleError, PauseMode, State};
 pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmDepth, WarmSpec};

@@ -54,6 +54,11 @@ pub struct RuntimeOptions {
     /// with their processes). `None`, or one whose `criu check` fails at
     /// start: files only, as without it.
     pub criu: Option<PathBuf>,
+    /// Speaks HTTP to servers inside a sandbox (envd's `/init` and
+    /// `/health`, the interpreter's readiness) on a stream the runtime has
+    /// connected there: the runtime itself does not. `None`: warm pools and
+    /// restores from a checkpoint fail with an error that says so.
+    pub sandbox_client: Option<crate::SandboxClient>,
 }
 
 impl Default for RuntimeOptions {
@@ -67,6 +72,7 @@ impl Default for RuntimeOptions {
             warm: Vec::new(),
             store_size: None,
             criu: None,
+            sandbox_client: None,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Warm sandboxes: made ahead of demand for the templates the operator
 //! names, so that a create of such a template only hands one over (its envd
-//! gets the caller's token and env vars over `/init`, its firewall the
-//! caller's egress rules). Worth it where a template's start command is slow
+//! gets the caller's token and env vars over `/init`, sent by the
+//! `SandboxClient` the runtime was given, its firewall the caller's egress
+//! rules). Worth it where a template's start command is slow
 //! to become useful, like code-interpreter-v1's kernel.
 //!
 //! A warm sandbox is a whole sandbox under an internal id (`warm-…`, which
@@ -11,9 +12,6 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
 
 use super::{NetMode, Runtime, Sandbox};
 use crate::{EgressPolicy, Route, RuntimeError, SandboxInfo, SandboxSpec};
@@ -356,13 +354,14 @@ impl Runtime {
         }
     }
 
-    /// One HTTP/1 request to a port inside the sandbox: status and body.
-    /// `token`: envd's access token, sent as `X-Access-Token`.
+    /// One request to a server on `port` inside the sandbox, sent by the
+    /// [`crate::SandboxClient`] this runtime was given: status and body.
+    /// `token`: envd's access token.
     pub(super) async fn http(
         &self,
         sandbox: &Sandbox,
         port: u16,
-        method: &str,
+        method: &'static str,
         path: &str,
         body: String,
         token: Option<&str>,
@@ -370,37 +369,29 @@ impl Runtime {
         let fail = |e: &dyn std::fmt::Display| {
             RuntimeError::Start(format!("{method} {path} on port {port}: {e}"))
         };
+        let Some(client) = &self.options.sandbox_client else {
+            return Err(fail(
+                &"this runtime was started without a client for servers inside sandboxes (RuntimeOptions::sandbox_client)",
+            ));
+        };
         let stream = match (&self.net, &sandbox.net) {
             (NetMode::Node(_), Some(net)) => sandbar_net::dial(net, port).await,
             _ => crate::dial::dial_in_netns(sandbox.netns.clone(), port).await,
         }
         .map_err(|e| fail(&e))?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| fail(&e))?;
-        let conn = tokio::spawn(conn);
-        let mut request = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, "sandbox")
-            .header(hyper::header::CONTENT_TYPE, "application/json");
-        if let Some(token) = token {
-            request = request.header("X-Access-Token", token);
-        }
-        let request = request
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| fail(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
-        let status = response.status().as_u16();
-        let text = response
-            .into_body()
-            .collect()
+        let answer = client
+            .send(
+                stream,
+                crate::InnerRequest {
+                    method,
+                    path: path.to_string(),
+                    body,
+                    token: token.map(str::to_string),
+                },
+            )
             .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default();
-        conn.abort();
-        Ok((status, text))
+            .map_err(|e| fail(&e))?;
+        Ok((answer.status, answer.body))
     }
 }
 

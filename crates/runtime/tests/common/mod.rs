@@ -142,8 +142,23 @@ pub fn config(instance: &str, data: &Path) -> RuntimeConfig {
 pub fn options() -> RuntimeOptions {
     RuntimeOptions {
         helper_exe: Some(helper()),
+        sandbox_client: Some(sandbox_client()),
         ..RuntimeOptions::default()
     }
+}
+
+/// What `sandbar serve` wires in: HTTP to envd and the interpreter.
+pub fn sandbox_client() -> sandbar_runtime::SandboxClient {
+    sandbar_runtime::SandboxClient::new(|stream, r| {
+        Box::pin(async move {
+            sandbar_sandbox_client::send(stream, r.method, &r.path, r.body, r.token.as_deref())
+                .await
+                .map(|a| sandbar_runtime::InnerAnswer {
+                    status: a.status,
+                    body: a.body,
+                })
+        })
+    })
 }
 
 pub async fn runtime(tag: &str) -> TestRuntime {
