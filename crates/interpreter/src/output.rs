@@ -213,13 +213,21 @@ pub fn kernel_error(content: &Value) -> Line {
             })
             .unwrap_or_default()
     };
+    let (name, value) = (field("ename"), field("evalue"));
+    let mut traceback = content
+        .get("traceback")
+        .map(join_traceback)
+        .unwrap_or_default();
+    // A traceback that says only where the kernel was (JJava, for one,
+    // sometimes gives its evaluator's frames alone) gets the error itself
+    // on top, as every other kernel's does.
+    if !traceback.is_empty() && !name.is_empty() && !traceback.contains(&name) {
+        traceback = format!("{name}: {value}\n{traceback}");
+    }
     Line::Error {
-        name: field("ename"),
-        value: field("evalue"),
-        traceback: content
-            .get("traceback")
-            .map(join_traceback)
-            .unwrap_or_default(),
+        name,
+        value,
+        traceback,
     }
 }
 
@@ -320,6 +328,28 @@ mod tests {
         assert_eq!(join_traceback(&tb), "ZeroDivisionError: x\n----> 1 1/0");
         assert_eq!(strip_ansi("a\u{1b}(Bb"), "ab");
         assert_eq!(strip_ansi("plain"), "plain");
+    }
+
+    #[test]
+    fn a_traceback_of_frames_alone_gets_the_error_on_top() {
+        let content = json!({
+            "ename": "java.lang.IllegalStateException",
+            "evalue": "bad value 17",
+            "traceback": ["org.dflib.jjava.kernel.execution.CodeEvaluator.evalSingle(CodeEvaluator.java:145)"]
+        });
+        let Line::Error { traceback, .. } = kernel_error(&content) else {
+            panic!("not an error line");
+        };
+        assert_eq!(
+            traceback,
+            "java.lang.IllegalStateException: bad value 17\norg.dflib.jjava.kernel.execution.CodeEvaluator.evalSingle(CodeEvaluator.java:145)"
+        );
+        // One that names it already is left as the kernel wrote it.
+        let content = json!({"ename": "ValueError", "evalue": "x", "traceback": ["ValueError: x"]});
+        let Line::Error { traceback, .. } = kernel_error(&content) else {
+            panic!("not an error line");
+        };
+        assert_eq!(traceback, "ValueError: x");
     }
 
     #[test]
