@@ -201,6 +201,27 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
+/// JJava at times reports the user's exception wrapped, as `RuntimeException`
+/// with the value `"<class>, <message>"` (and its evaluator's frames for a
+/// traceback); clients expect the exception itself, as it reports it the
+/// other times.
+fn unwrap_java(name: String, value: String) -> (String, String) {
+    if name == "RuntimeException" {
+        if let Some((class, message)) = value.split_once(", ") {
+            let dotted = class.contains('.')
+                && class.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_alphanumeric() || c == '_' || c == '$')
+                });
+            if dotted && (class.ends_with("Exception") || class.ends_with("Error")) {
+                return (class.to_string(), message.to_string());
+            }
+        }
+    }
+    (name, value)
+}
+
 /// The error a kernel reported (an `error` message or a failed reply).
 pub fn kernel_error(content: &Value) -> Line {
     let field = |k: &str| {
@@ -213,7 +234,7 @@ pub fn kernel_error(content: &Value) -> Line {
             })
             .unwrap_or_default()
     };
-    let (name, value) = (field("ename"), field("evalue"));
+    let (name, value) = unwrap_java(field("ename"), field("evalue"));
     let mut traceback = content
         .get("traceback")
         .map(join_traceback)
@@ -343,6 +364,32 @@ mod tests {
         assert_eq!(
             traceback,
             "java.lang.IllegalStateException: bad value 17\norg.dflib.jjava.kernel.execution.CodeEvaluator.evalSingle(CodeEvaluator.java:145)"
+        );
+        // JJava's wrapped form is unwrapped.
+        let content = json!({
+            "ename": "RuntimeException",
+            "evalue": "java.lang.IllegalStateException, bad value 17",
+            "traceback": ["org.dflib.jjava.kernel.JavaKernel.doEval(JavaKernel.java:246)"]
+        });
+        let Line::Error {
+            name,
+            value,
+            traceback,
+        } = kernel_error(&content)
+        else {
+            panic!("not an error line");
+        };
+        assert_eq!(name, "java.lang.IllegalStateException");
+        assert_eq!(value, "bad value 17");
+        assert!(traceback.starts_with("java.lang.IllegalStateException: bad value 17\n"));
+        // A RuntimeException of the user's own stays as it is.
+        let content = json!({"ename": "RuntimeException", "evalue": "a, b", "traceback": []});
+        let Line::Error { name, value, .. } = kernel_error(&content) else {
+            panic!("not an error line");
+        };
+        assert_eq!(
+            (name.as_str(), value.as_str()),
+            ("RuntimeException", "a, b")
         );
         // One that names it already is left as the kernel wrote it.
         let content = json!({"ename": "ValueError", "evalue": "x", "traceback": ["ValueError: x"]});
