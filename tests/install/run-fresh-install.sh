@@ -84,10 +84,17 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
   exec chroot "$root" /bin/bash -euo pipefail -c "
     export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive
     [[ $with_criu == 1 ]] || export SANDBAR_SKIP_CRIU=1
+    # Downloads in there trust what this host trusts (see host-ca.crt).
+    export CURL_CA_BUNDLE=/opt/sandbar/host-ca.crt npm_config_cafile=/opt/sandbar/host-ca.crt
     # apt in a minbase chroot deletes downloaded packages unless told to keep them.
     echo \"Binary::apt::APT::Keep-Downloaded-Packages \\\"true\\\";\" > /etc/apt/apt.conf.d/99keep
     echo \"==> scripts/install-deps.sh in the fresh root filesystem\"
-    /opt/sandbar/scripts/install-deps.sh
+    # The full check installs the test tools too (what test.sh asks for).
+    if [[ $with_criu == 1 ]]; then
+      /opt/sandbar/scripts/install-deps.sh --with-test-tools
+    else
+      /opt/sandbar/scripts/install-deps.sh
+    fi
     echo \"==> what the build and the server need\"
     failed=0
     check() { local what=\"\$1\"; shift; if \"\$@\" >/tmp/out 2>&1; then echo \"ok - \$what\"; else echo \"not ok - \$what\"; sed \"s/^/    /\" /tmp/out; failed=1; fi; }
@@ -107,8 +114,14 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
     if [[ $with_criu == 1 ]]; then
       check \"criu --version reports $criu_version (scripts/install-criu.sh)\" \
         sh -c \"criu --version | grep -qx \\\"Version: $criu_version\\\"\"
+      check \"node is >= 20.18.1 (the SDK suites; Debian 12 has 18)\" \
+        sh -c \"dpkg --compare-versions \$(node -p process.versions.node) ge 20.18.1\"
+      for tool in npm chromium tmux wrk nginx sqlite3 tc; do
+        check \"\$tool is installed (test tools)\" command -v \"\$tool\"
+      done
+      check \"the PostgreSQL server is installed (test tools)\" sh -c \"ls /usr/lib/postgresql/*/bin/initdb\"
+      check \"python3 can make a venv with pip (test tools)\" python3 -m venv /tmp/venv-check
       check \"the dashboard builds (scripts/build-web.sh: npm, TypeScript, Vite)\" \
-        env npm_config_cafile=/opt/sandbar/host-ca.crt \
         sh -c \"/opt/sandbar/scripts/build-web.sh && test -s /opt/sandbar/web/dist/index.html\"
     fi
     exit \$failed
