@@ -40,6 +40,10 @@ pg_scratch_start() {
 pg_scratch_stop() {
   local dir=$1 bin
   bin=$(pg_bin_dir) || return 0
-  [[ -d "$dir/data" ]] && runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1
+  # Called again by exit traps after a normal stop: a server that is not
+  # running is not an error (and must not trip the caller's errexit).
+  if [[ -f "$dir/data/postmaster.pid" ]]; then
+    runuser -u postgres -- "$bin/pg_ctl" -D "$dir/data" -m immediate -w stop >/dev/null 2>&1 || true
+  fi
   return 0
 }
