@@ -13,6 +13,12 @@ use sandbar_runtime::{
 
 pub trait SandboxBackend: Send + Sync + 'static {
     fn has_template(&self, name: &str) -> bool;
+    /// What exactly a built-in template is now (changes when it is rebuilt):
+    /// layers built on it are only valid on this version.
+    fn template_version(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
     /// Whether a snapshot layer is on this node.
     fn has_layer(&self, id: &str) -> bool;
     fn create(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<SandboxInfo, RuntimeError>>;
@@ -53,6 +59,16 @@ pub trait SandboxBackend: Send + Sync + 'static {
     fn warm_pools(&self) -> Vec<WarmDepth> {
         Vec::new()
     }
+    /// A connection to `port` inside a running sandbox (envd's, for
+    /// template builds and ready checks).
+    fn dial<'a>(
+        &'a self,
+        id: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, sandbar_runtime::DialError>> {
+        let _ = (id, port);
+        Box::pin(async { Err(sandbar_runtime::DialError::NotFound) })
+    }
     /// The sandbox's egress log, oldest first (`None`: none kept here).
     fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<Logged>>> {
         let _ = id;
@@ -76,6 +92,15 @@ impl LocalRuntime {
 impl SandboxBackend for LocalRuntime {
     fn has_template(&self, name: &str) -> bool {
         self.runtime.has_template(name)
+    }
+
+    fn template_version(&self, name: &str) -> Option<String> {
+        let t = self.runtime.templates().get(name).ok().flatten()?;
+        Some(format!(
+            "{name}@{}@{}",
+            t.meta.recipe_hash,
+            t.meta.built_at.timestamp_millis()
+        ))
     }
 
     fn has_layer(&self, id: &str) -> bool {
@@ -153,6 +178,15 @@ impl SandboxBackend for LocalRuntime {
     fn warm_pools(&self) -> Vec<WarmDepth> {
         self.runtime.warm_pools()
     }
+
+    fn dial<'a>(
+        &'a self,
+        id: &'a str,
+        port: u16,
+    ) -> BoxFuture<'a, Result<tokio::net::TcpStream, sandbar_runtime::DialError>> {
+        sandbar_runtime::Catalog::dial(&*self.runtime, id, port)
+    }
+
     fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<Logged>>> {
         Box::pin(async move {
             let addr = self.runtime.get(id)?.addr?;

@@ -9,6 +9,7 @@
 mod auth;
 mod backend;
 mod body;
+mod builds;
 mod egress_log;
 mod error;
 mod events;
@@ -53,6 +54,9 @@ pub struct ApiConfig {
     pub metrics_interval: Duration,
     /// How long samples are kept.
     pub metrics_retention: Duration,
+    /// Where the files of template builds' `COPY` steps are kept (`None`:
+    /// template builds are refused with a message).
+    pub build_files_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -72,6 +76,7 @@ impl ApiConfig {
             default_disk_mb: 2048,
             metrics_interval: Duration::from_secs(5),
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
+            build_files_dir: None,
         }
     }
 }
@@ -85,6 +90,7 @@ pub(crate) struct Shared {
     pub evictor_wake: Notify,
     /// Team limits and the creates in flight against them.
     pub quotas: quota::Quotas,
+    pub builds: builds::Builds,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -105,13 +111,24 @@ impl Api {
         store: Store,
         backend: Arc<dyn SandboxBackend>,
     ) -> Result<Self, ApiError> {
+        let builds = builds::Builds::new(config.build_files_dir.clone());
         let shared = Arc::new(Shared {
             config,
             store,
             backend,
             evictor_wake: Notify::new(),
             quotas: quota::Quotas::default(),
+            builds,
         });
+        for id in shared.store.unfinished_builds(&shared.config.node).await? {
+            let reason = serde_json::json!({
+                "message": "the server stopped during the build; start it again",
+                "step": "finalize",
+                "logEntries": [],
+            });
+            shared.store.fail_build(&id, &reason).await?;
+            tracing::info!(build = %id, "a build the server stopped during is marked failed");
+        }
         let events = shared
             .backend
             .subscribe()

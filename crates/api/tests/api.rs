@@ -50,6 +50,7 @@ impl FakeNode {
             addr: Some(std::net::Ipv4Addr::new(10, 0, 0, 2)),
             state,
             boot_id: "b".into(),
+            restored: false,
         }
     }
 }
@@ -268,6 +269,7 @@ async fn harness() -> Harness {
     let mut config = ApiConfig::new("sandbar.localhost:8443");
     config.max_timeout = Duration::from_secs(3600);
     config.metrics_interval = Duration::from_millis(100);
+    config.build_files_dir = Some(dir.path().join("build-files"));
     let api = Api::start(config, store.clone(), node.clone())
         .await
         .unwrap();
@@ -485,10 +487,12 @@ async fn every_error_is_json() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
     }
     let r = h
-        .call("POST", "/v3/templates", Some(json!({"name": "x"})))
+        .call("POST", "/v3/templates", Some(json!({"name": "Not a name"})))
         .await;
-    assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = h.call("GET", "/templates/x/builds/y/status", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h.call("PATCH", "/v2/templates/x", Some(json!({}))).await;
     assert_eq!(r.status, StatusCode::NOT_IMPLEMENTED);
     assert_eq!(
         h.call("GET", "/snapshots", None).await.status,
@@ -1499,5 +1503,176 @@ async fn snapshots_and_forks_carry_memory_when_the_node_can() {
     assert_eq!(
         *h.node.snapshots.lock().unwrap(),
         vec![true, true, false, true, false]
+    );
+}
+
+#[tokio::test]
+async fn template_builds_refuse_bad_input_with_clear_400s() {
+    let h = harness().await;
+    for (body, why) in [
+        (json!({}), "name is required"),
+        (json!({"name": "UPPER"}), "lowercase"),
+        (json!({"name": "base"}), "built-in"),
+        (json!({"name": "ok", "tags": ["Bad Tag"]}), "tag"),
+        (json!({"name": "ok", "cpuCount": 0}), "cpuCount"),
+        (json!({"name": "ok", "memoryMB": 1}), "memoryMB"),
+    ] {
+        let r = h.call("POST", "/v3/templates", Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert!(
+            r.body["message"].as_str().unwrap().contains(why),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = h
+        .call("POST", "/v3/templates", Some(json!({"name": "web:v1"})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_eq!(r.body["tags"], json!(["v1"]));
+    let (tid, bid) = (
+        r.body["templateID"].as_str().unwrap().to_string(),
+        r.body["buildID"].as_str().unwrap().to_string(),
+    );
+    let start = format!("/v2/templates/{tid}/builds/{bid}");
+    for (body, why) in [
+        (
+            json!({"steps": []}),
+            "fromImage or fromTemplate is required",
+        ),
+        (
+            json!({"fromTemplate": "base", "fromImage": "x"}),
+            "not both",
+        ),
+        (
+            json!({"fromTemplate": "base", "steps": [{"type": "FROB"}]}),
+            "unknown step type 'FROB'",
+        ),
+        (
+            json!({"fromTemplate": "base", "steps": [{"type": "RUN", "args": []}]}),
+            "step 1 (RUN): no command",
+        ),
+        (
+            json!({"fromTemplate": "base", "steps": [{"type": "COPY", "args": ["a", "/b"]}]}),
+            "filesHash",
+        ),
+        (
+            json!({"fromTemplate": "base", "steps": [{"type": "COPY", "args": ["a", "/b"], "filesHash": "a".repeat(64)}]}),
+            "were not uploaded",
+        ),
+        (json!({"fromTemplate": "nope"}), "no such template"),
+        (json!({"fromTemplate": "web"}), "from itself"),
+        (
+            json!({"fromTemplate": "base", "steps": [{"type": "ENV", "args": ["A"]}]}),
+            "pairs",
+        ),
+    ] {
+        let r = h.call("POST", &start, Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert!(
+            r.body["message"].as_str().unwrap().contains(why),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let r = h
+        .call("GET", &format!("/templates/{tid}/files/xyz"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // An upload link: exact length, once.
+    let hash = "b".repeat(64);
+    let r = h
+        .call("GET", &format!("/templates/{tid}/files/{hash}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["present"], json!(false));
+    let url = r.body["url"].as_str().unwrap().to_string();
+    let path = url
+        .split_once("/template-files/")
+        .map(|(_, t)| format!("/template-files/{t}"))
+        .unwrap();
+    let put = |len: &str, body: &'static [u8]| {
+        Request::builder()
+            .method("PUT")
+            .uri(&path)
+            .header("content-length", len)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    assert_eq!(
+        h.send(put("9", b"too short")).await.status,
+        StatusCode::CREATED
+    );
+    let again = h.send(put("9", b"too short")).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "a link is used once");
+    let r = h
+        .call("GET", &format!("/templates/{tid}/files/{hash}"), None)
+        .await;
+    assert_eq!(r.body["present"], json!(true));
+    let r = h
+        .send(
+            Request::builder()
+                .method("PUT")
+                .uri("/template-files/made-up")
+                .header("content-length", "1")
+                .body(Body::from("x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Another team sees nothing of it.
+    let other = h
+        .store
+        .create_team("other-team", &Default::default())
+        .await
+        .unwrap()
+        .unwrap();
+    let key = h
+        .store
+        .create_team_api_key("other", &other.id)
+        .await
+        .unwrap()
+        .key;
+    let r = h
+        .send(
+            Request::builder()
+                .method("GET")
+                .uri(format!("/templates/{tid}/builds/{bid}/status"))
+                .header("x-api-key", key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Status of a build that was never started, and the 404s.
+    let r = h
+        .call(
+            "GET",
+            &format!("/templates/{tid}/builds/{bid}/status"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], json!("waiting"));
+    assert_eq!(
+        h.call("GET", "/templates/aliases/web", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.call("GET", "/templates/aliases/nope", None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = h
+        .call(
+            "POST",
+            "/templates/tags",
+            Some(json!({"target": "web:v1", "tags": ["x"]})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "a build that is not ready has no tags: {}",
+        r.body
     );
 }

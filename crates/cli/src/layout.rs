@@ -32,6 +32,11 @@ impl DataDir {
     pub fn ca_bundle(&self) -> PathBuf {
         self.tls_dir().join("ca-bundle.pem")
     }
+    /// The files template builds copy in (`COPY` steps), per team.
+    pub fn build_files_dir(&self) -> PathBuf {
+        self.root.join("build-files")
+    }
+
     pub fn templates_dir(&self) -> PathBuf {
         self.templates
             .clone()

@@ -427,6 +427,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     let mut api_config = ApiConfig::new(public_domain(&args.domain, https_port));
     api_config.metrics_retention = Duration::from_secs(args.metrics_retention_hours * 3600);
     api_config.max_timeout = Duration::from_secs(args.max_timeout);
+    api_config.build_files_dir = Some(data.build_files_dir());
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
     let api = match Api::start(
         api_config,

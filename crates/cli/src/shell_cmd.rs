@@ -20,7 +20,8 @@ use hyper_util::rt::TokioExecutor;
 use nix::sys::termios::{self, SetArg, Termios};
 use serde_json::{json, Value};
 
-use crate::exec_cmd::{envelope, take_envelopes, END_STREAM, ENVD_PORT};
+use crate::exec_cmd::{envelope, take_envelopes, ENVD_PORT};
+use sandbar_sandbox_client::process::{events_of, Event};
 
 type Http = Client<HttpConnector, Full<Bytes>>;
 
@@ -169,23 +170,26 @@ pub async fn shell(
                     continue;
                 };
                 buf.extend_from_slice(&data);
-                for (flags, msg) in take_envelopes(&mut buf)? {
-                    if flags & END_STREAM != 0 {
-                        if let Some(err) = msg.get("error") {
+                for (flags, msg) in take_envelopes(&mut buf).map_err(|e| anyhow!(e))? {
+                    let events = match events_of(flags, &msg) {
+                        Ok(events) => events,
+                        Err(e) => {
                             drop(raw);
-                            bail!("envd: {}", err["message"].as_str().unwrap_or("stream failed"));
+                            bail!(e);
                         }
-                        continue;
-                    }
-                    let event = &msg["event"];
-                    if let Some(p) = event.pointer("/start/pid").and_then(Value::as_u64) {
-                        pid = Some(p);
-                    } else if let Some(b64) = event.pointer("/data/pty").and_then(Value::as_str) {
-                        stdout.write_all(&STANDARD.decode(b64).context("output is not base64")?)?;
-                        stdout.flush()?;
-                    } else if let Some(end) = event.get("end") {
-                        drop(raw);
-                        return Ok(end.get("exitCode").and_then(Value::as_i64).unwrap_or(0) as i32);
+                    };
+                    for event in events {
+                        match event {
+                            Event::Started { pid: p } => pid = Some(p),
+                            Event::Pty(b) | Event::Stdout(b) | Event::Stderr(b) => {
+                                stdout.write_all(&b)?;
+                                stdout.flush()?;
+                            }
+                            Event::Exited { code, .. } => {
+                                drop(raw);
+                                return Ok(code);
+                            }
+                        }
                     }
                 }
             }

@@ -25,6 +25,7 @@ fn spec(id: String) -> SandboxSpec {
         route: Route::default(),
         base_layer: None,
         auto_resume: false,
+        start: Default::default(),
     }
 }
 

@@ -35,7 +35,7 @@ use std::pin::Pin;
 pub use asking::{InnerAnswer, InnerRequest, SandboxClient};
 use chrono::{DateTime, Utc};
 pub use lifecycle::{LifecycleError, PauseMode, State};
-pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmDepth, WarmSpec};
+pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmDepth, WarmSpec, ENVD_PORT};
 pub use sandbar_layers::LayerError;
 pub use sandbar_net::{EgressPolicy, NetError, Network};
 
@@ -89,6 +89,24 @@ pub struct SandboxSpec {
     /// Resumed by a request to its URL while paused.
     #[serde(default)]
     pub auto_resume: bool,
+    /// What a custom template sets for its sandboxes: default user and
+    /// workdir, and a start command (overrides the template's own).
+    #[serde(default)]
+    pub start: StartSettings,
+}
+
+/// A custom template's settings for each of its sandboxes, handed to envd
+/// at `/init`: who commands run as and where, and the command envd starts
+/// once it is up (a shell line, `/bin/bash -l -c`), as that user in that
+/// workdir.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_cmd: Option<String>,
 }
 
 /// A sandbox as the runtime sees it.
@@ -107,6 +125,9 @@ pub struct SandboxInfo {
     pub state: State,
     /// This boot's `/proc/sys/kernel/random/boot_id`.
     pub boot_id: String,
+    /// Its processes were restored from a checkpoint (a full pause that
+    /// outlived the server, a snapshot with memory), not started afresh.
+    pub restored: bool,
 }
 
 impl SandboxInfo {
@@ -116,6 +137,7 @@ impl SandboxInfo {
         spec: &SandboxSpec,
         addr: Option<std::net::Ipv4Addr>,
         boot_id: String,
+        restored: bool,
     ) -> Self {
         Self {
             id: spec.id.clone(),
@@ -127,6 +149,7 @@ impl SandboxInfo {
             addr,
             state: State::Running,
             boot_id,
+            restored,
         }
     }
 }

@@ -602,6 +602,7 @@ fn info_of(id: &str, e: &Entry) -> SandboxInfo {
             addr: None,
             state: e.state,
             boot_id: String::new(),
+            restored: false,
         },
     }
 }

@@ -7,7 +7,10 @@
 //! dials the port inside the sandbox's network and hands the stream to the
 //! function [`send`] that whoever starts the runtime wires in
 //! (`RuntimeOptions::sandbox_client`); this crate depends on no sandbar
-//! crate, so the runtime's own tests can wire it too.
+//! crate, so the runtime's own tests can wire it too. [`process`] runs
+//! commands through envd (template builds, ready checks, the CLI).
+
+pub mod process;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -30,6 +33,23 @@ pub async fn send(
     body: String,
     token: Option<&str>,
 ) -> Result<Answer, String> {
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "application/json"
+    };
+    send_body(stream, method, path, content_type, Bytes::from(body), token).await
+}
+
+/// [`send`] with a body of any type (`content_type` empty: none said).
+pub async fn send_body(
+    stream: TcpStream,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Bytes,
+    token: Option<&str>,
+) -> Result<Answer, String> {
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -39,14 +59,14 @@ pub async fn send(
         .method(method)
         .uri(path)
         .header(hyper::header::HOST, "sandbox");
-    if !body.is_empty() {
-        request = request.header(hyper::header::CONTENT_TYPE, "application/json");
+    if !content_type.is_empty() {
+        request = request.header(hyper::header::CONTENT_TYPE, content_type);
     }
     if let Some(token) = token {
         request = request.header("X-Access-Token", token);
     }
     let request = request
-        .body(Full::new(Bytes::from(body)))
+        .body(Full::new(body))
         .map_err(|e| format!("building the request: {e}"))?;
     let answer = async {
         let response = sender

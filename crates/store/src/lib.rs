@@ -15,6 +15,7 @@ mod metrics;
 mod sandboxes;
 mod snapshots;
 mod teams;
+mod templates;
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use metrics::{Lifespan, MetricSample, MAX_SAMPLES};
 pub use sandboxes::{Cursor, Lifecycle, ListFilter, SandboxRecord, SandboxState};
 pub use snapshots::SnapshotRecord;
 pub use teams::{valid_team_name, Team, TeamLimits, TeamUsage, DEFAULT_TEAM};
+pub use templates::{BuildLog, BuildRecord, BuildStatus, NewBuild, TagRecord, TemplateRecord};
 
 /// Migrations embedded in the binary; the same files serve both backends.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -2,13 +2,14 @@
 
 mod list;
 mod metrics;
-mod persistence;
+pub(crate) mod persistence;
 pub(crate) mod sandboxes;
+pub(crate) mod templates;
 mod unsupported;
 
 use axum::http::HeaderName;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{get, post, put};
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
@@ -39,10 +40,37 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/snapshots", get(persistence::list_snapshots))
         .route("/sandboxes/{id}/fork", post(persistence::fork))
+        .route("/v3/templates", post(templates::request_build))
+        .route("/v2/templates", post(templates::request_build))
+        .route(
+            "/templates",
+            get(templates::list).fallback(unsupported::templates),
+        )
         .route(
             "/templates/{id}",
-            delete(persistence::delete_template).fallback(unsupported::templates),
+            get(templates::get_one)
+                .delete(persistence::delete_template)
+                .fallback(unsupported::templates),
         )
+        .route("/templates/{id}/files/{hash}", get(templates::file_link))
+        .route(
+            "/v2/templates/{id}/builds/{build}",
+            post(templates::start_build),
+        )
+        .route(
+            "/templates/{id}/builds/{build}/status",
+            get(templates::build_status),
+        )
+        .route(
+            "/templates/{id}/builds/{build}/logs",
+            get(templates::build_logs),
+        )
+        .route("/templates/aliases/{alias}", get(templates::alias))
+        .route(
+            "/templates/tags",
+            post(templates::assign_tags).delete(templates::remove_tags),
+        )
+        .route("/templates/{id}/tags", get(templates::tags))
         .route("/sandboxes/metrics", get(metrics::of_many))
         .route("/sandboxes/{id}/metrics", get(metrics::of_sandbox))
         .route("/teams/{id}/metrics", get(metrics::of_team))
@@ -63,6 +91,12 @@ pub fn router(state: AppState) -> Router {
 
     Router::new()
         .route("/health", get(|| async { StatusCode::OK }))
+        // The upload link is the permission (no API key), as a presigned
+        // URL would be; its size is capped by the link's checks.
+        .route(
+            "/template-files/{token}",
+            put(templates::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .merge(authed)
         .fallback(not_found_fallback)
         .method_not_allowed_fallback(method_not_allowed_fallback)

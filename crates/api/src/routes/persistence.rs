@@ -245,14 +245,18 @@ pub(crate) async fn resolve_snapshot(
     Ok(None)
 }
 
-/// Removes layers that nothing uses any more on this node.
+/// Removes layers that nothing uses any more on this node: none that a
+/// sandbox stands on, a snapshot names, or a template build or the step
+/// cache holds.
 async fn collect_layers(state: &AppState) -> Result<(), ApiError> {
-    let kept: HashSet<String> = state
+    let node = &state.config.node;
+    let mut kept: HashSet<String> = state
         .store
-        .snapshot_layers(&state.config.node)
+        .snapshot_layers(node)
         .await?
         .into_iter()
         .collect();
+    kept.extend(state.store.template_layers(node).await?);
     let removed = state.backend.collect_layers(kept).await;
     if !removed.is_empty() {
         tracing::debug!(layers = ?removed, "removed unused layers");
@@ -418,13 +422,25 @@ pub async fn list_snapshots(
     ))
 }
 
-/// `DELETE /templates/{id}`: the SDKs delete snapshots this way. Its layer
+/// [`collect_layers`] where a failure only goes to the log.
+pub(crate) async fn collect_unused_layers(state: &AppState) {
+    if let Err(e) = collect_layers(state).await {
+        tracing::warn!(error = %e, "collecting unused layers");
+    }
+}
+
+/// `DELETE /templates/{id}`: custom templates, and the SDKs delete
+/// snapshots this way too. Its layer
 /// goes once no sandbox stands on it (deferred, never breaking one).
 pub async fn delete_template(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    if crate::routes::templates::delete_custom(&state, &caller, &id).await? {
+        collect_layers(&state).await?;
+        return Ok(StatusCode::NO_CONTENT);
+    }
     if let Some(snap) = resolve_snapshot(&state, &caller, &id).await? {
         state.store.delete_snapshot(&snap.id).await?;
         collect_layers(&state).await?;
@@ -495,6 +511,9 @@ pub async fn fork(
             timeout_ms: i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX),
             ..rec.lifecycle
         },
+        start: spec.start.clone(),
+        ready_cmd: None,
+        shown_template: Some(rec.template.clone()),
     });
     let made =
         futures::future::join_all(plans.map(|plan| make_sandbox(&state, &caller, plan))).await;

@@ -34,7 +34,7 @@ pub(crate) fn new_sandbox_id() -> String {
         .collect()
 }
 
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
 }
 
@@ -284,6 +284,15 @@ pub(crate) struct NewSandboxPlan {
     pub allow_internet: bool,
     pub network: Option<crate::model::NetworkConfig>,
     pub lifecycle: sandbar_store::Lifecycle,
+    /// A custom template's user, workdir and start command.
+    pub start: sandbar_runtime::StartSettings,
+    /// A custom template's ready command: the create returns once it
+    /// passes (unless the sandbox was restored with its processes running,
+    /// taken after it passed).
+    pub ready_cmd: Option<String>,
+    /// The templateID clients see when it is not `template` (the root
+    /// filesystem): a custom template's.
+    pub shown_template: Option<String>,
 }
 
 /// Makes the sandbox of `plan` for `caller` and records it: team limits,
@@ -327,7 +336,7 @@ async fn make_sandbox_untimed(
         cpu_count: plan.cpu_count,
         memory_mb: plan.memory_mb,
         disk_mb: plan.disk_mb,
-        env_vars: plan.env_vars,
+        env_vars: plan.env_vars.clone(),
         envd_access_token: envd_access_token.clone(),
         egress: egress_of(
             plan.allow_internet,
@@ -341,15 +350,31 @@ async fn make_sandbox_untimed(
         },
         base_layer: plan.base_layer.clone(),
         auto_resume: plan.lifecycle.auto_resume,
+        start: plan.start.clone(),
     };
     let runtime_started = std::time::Instant::now();
     let info = state.backend.create(spec).await.map_err(runtime_error)?;
     let runtime_ms = runtime_started.elapsed().as_secs_f64() * 1000.0;
+    if let (Some(ready), false) = (&plan.ready_cmd, info.restored) {
+        if let Err(why) =
+            wait_for_start(state, &id, envd_access_token.as_deref(), &plan, ready).await
+        {
+            if let Err(e) = state.backend.kill(&id).await {
+                tracing::warn!(sandbox = %id, error = %e, "removing a sandbox that never got ready");
+            }
+            return Err(ApiError::internal(format!(
+                "the template's start command did not get ready: {why}"
+            )));
+        }
+    }
 
     let started_at = Utc::now();
     let record = SandboxRecord {
         id: id.clone(),
-        template: plan.template.clone(),
+        template: plan
+            .shown_template
+            .clone()
+            .unwrap_or_else(|| plan.template.clone()),
         alias: Some(plan.alias),
         client_id: state.config.client_id.clone(),
         metadata: plan.metadata,
@@ -391,6 +416,40 @@ async fn make_sandbox_untimed(
         "sandbox created"
     );
     Ok(record)
+}
+
+/// Waits for a custom template's ready command in a sandbox that booted
+/// (and so runs its start command afresh).
+async fn wait_for_start(
+    state: &AppState,
+    id: &str,
+    token: Option<&str>,
+    plan: &NewSandboxPlan,
+    ready: &str,
+) -> Result<(), String> {
+    let settings = crate::builds::plan::Settings {
+        envs: plan.env_vars.clone(),
+        user: plan.start.user.clone().unwrap_or_else(|| "user".into()),
+        workdir: plan
+            .start
+            .workdir
+            .clone()
+            .unwrap_or_else(|| "/home/user".into()),
+        start_cmd: plan.start.start_cmd.clone(),
+        ready_cmd: Some(ready.to_string()),
+    };
+    let started = std::time::Instant::now();
+    let tries = crate::builds::wait_ready(
+        state,
+        id,
+        token,
+        &settings,
+        ready,
+        crate::builds::READY_TIMEOUT,
+    )
+    .await?;
+    tracing::debug!(sandbox = %id, tries, ms = started.elapsed().as_millis() as u64, "start command ready");
+    Ok(())
 }
 
 /// Env vars become a process environment: a name with `=` or NUL, an empty
@@ -453,6 +512,7 @@ pub async fn create(
     refuse_unsupported(&req)?;
     check_env_vars(req.env_vars.as_ref())?;
     let lifecycle = lifecycle_of(&req, timeout)?;
+    let mut custom = None;
     let (template, base_layer, resources) = if state.backend.has_template(&asked) {
         (
             asked.clone(),
@@ -463,6 +523,18 @@ pub async fn create(
                 state.config.default_disk_mb,
             ),
         )
+    } else if let Some((t, build)) =
+        crate::routes::templates::resolve_for_create(&state, &caller, &asked).await?
+    {
+        let base = build.base_template.clone().unwrap_or_default();
+        let layer = build.layer.clone();
+        let resources = (
+            build.cpu_count,
+            build.memory_mb,
+            state.config.default_disk_mb,
+        );
+        custom = Some((t, crate::builds::settings_of(&build)));
+        (base, layer, resources)
     } else {
         let snap = crate::routes::persistence::resolve_snapshot(&state, &caller, &asked)
             .await?
@@ -473,6 +545,20 @@ pub async fn create(
             (snap.cpu_count, snap.memory_mb, snap.disk_mb),
         )
     };
+    // A custom template's env vars, under the caller's own.
+    let (mut env_vars, start, ready_cmd) = match &custom {
+        Some((_, settings)) => (
+            settings.envs.clone(),
+            sandbar_runtime::StartSettings {
+                user: Some(settings.user.clone()),
+                workdir: Some(settings.workdir.clone()),
+                start_cmd: settings.start_cmd.clone(),
+            },
+            settings.ready_cmd.clone(),
+        ),
+        None => Default::default(),
+    };
+    env_vars.extend(req.env_vars.unwrap_or_default());
     let record = make_sandbox(
         &state,
         &caller,
@@ -484,15 +570,23 @@ pub async fn create(
             memory_mb: resources.1,
             disk_mb: resources.2,
             timeout,
-            env_vars: req.env_vars.unwrap_or_default(),
+            env_vars,
             metadata: req.metadata.unwrap_or_default(),
             secure: req.secure.unwrap_or(true),
             allow_internet: req.allow_internet_access.unwrap_or(true),
             network: req.network,
             lifecycle,
+            start,
+            ready_cmd,
+            shown_template: custom.as_ref().map(|(t, _)| t.id.clone()),
         },
     )
     .await?;
+    if let Some((t, _)) = &custom {
+        if let Err(e) = state.store.template_spawned(&t.id).await {
+            tracing::warn!(template = %t.id, error = %e, "counting a spawn");
+        }
+    }
     Ok((StatusCode::CREATED, Json(sandbox_json(&state, &record))))
 }
 

@@ -9,7 +9,7 @@ use crate::AppState;
 
 pub async fn templates() -> ApiError {
     ApiError::not_implemented(
-        "building templates through the API is not built yet; build them on the server with `sandbar template build`",
+        "this template call is not supported by sandbar (it builds with POST /v3/templates and POST /v2/templates/{id}/builds/{buildID})",
     )
 }
 
@@ -32,13 +32,12 @@ pub fn missing_feature_routes() -> Router<AppState> {
         .route("/secrets/{*rest}", any(secrets))
 }
 
+/// Template calls of the E2B API that sandbar does not serve (the v1
+/// build flow, updating a template's visibility), so that they fail with a
+/// message instead of a 404 the SDKs would misread.
 pub fn template_routes() -> Router<AppState> {
     let t = || -> MethodRouter<AppState> { any(templates) };
     Router::new()
-        .route("/templates", t())
-        .route("/templates/{id}/{*rest}", t())
-        .route("/v2/templates", t())
-        .route("/v2/templates/{*rest}", t())
-        .route("/v3/templates", t())
-        .route("/v3/templates/{*rest}", t())
+        .route("/v2/templates/{id}", t())
+        .route("/templates/{id}/builds/{build}", t())
 }

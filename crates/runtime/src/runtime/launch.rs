@@ -142,7 +142,7 @@ impl Runtime {
         let log = partial.log.take();
         *partial = Partial::default();
         Ok(Sandbox {
-            info: SandboxInfo::running(spec, net.as_ref().map(|n| n.addr), boot_id),
+            info: SandboxInfo::running(spec, net.as_ref().map(|n| n.addr), boot_id, false),
             route: spec.route.clone(),
             net,
             netns,
@@ -403,17 +403,49 @@ pub(super) fn init_json(spec: &SandboxSpec, start_cmd: Option<&[String]>) -> ser
     let mut init = serde_json::json!({
         "accessToken": spec.envd_access_token,
         "envVars": spec.env_vars,
-        // No default workdir: an empty cwd is then the acting user's
-        // home (root's is /root), as in E2B's sandboxes.
-        "defaultUser": "user",
+        // No default workdir unless a custom template set one: an empty
+        // cwd is then the acting user's home (root's is /root), as in
+        // E2B's sandboxes.
+        "defaultUser": spec.start.user.as_deref().unwrap_or("user"),
     });
-    if let Some((cmd, args)) = start_cmd.and_then(|argv| argv.split_first()) {
+    if let Some(dir) = &spec.start.workdir {
+        init["defaultWorkdir"] = serde_json::json!(dir);
+    }
+    if let Some(line) = &spec.start.start_cmd {
+        // A custom template's start command: a shell line, as the
+        // template's user in its workdir (E2B runs it so too).
+        init["startCmd"] = serde_json::json!({
+            "cmd": "/bin/bash",
+            "args": ["-l", "-c", line],
+            "user": spec.start.user.as_deref().unwrap_or("user"),
+            "cwd": spec.start.workdir.as_deref().unwrap_or("/home/user"),
+        });
+    } else if let Some((cmd, args)) = start_cmd.and_then(|argv| argv.split_first()) {
         init["startCmd"] = serde_json::json!({
             "cmd": cmd,
             "args": args,
             "user": "root",
             "cwd": "/home/user",
         });
+    }
+    init
+}
+
+/// envd's `/init` body for a sandbox that is running already (a warm one
+/// handed over, a copy restored from a snapshot's processes): its own
+/// token (empty clears the source's), env vars, and a custom template's
+/// default user and workdir; stamped, so a replay is refused.
+pub(super) fn handover_json(spec: &SandboxSpec) -> serde_json::Value {
+    let mut init = serde_json::json!({
+        "accessToken": spec.envd_access_token.clone().unwrap_or_default(),
+        "envVars": spec.env_vars,
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+    });
+    if let Some(user) = &spec.start.user {
+        init["defaultUser"] = serde_json::json!(user);
+    }
+    if let Some(dir) = &spec.start.workdir {
+        init["defaultWorkdir"] = serde_json::json!(dir);
     }
     init
 }
@@ -452,6 +484,7 @@ mod tests {
             route: crate::Route::default(),
             base_layer: None,
             auto_resume: false,
+            start: Default::default(),
         }
     }
 

@@ -173,6 +173,7 @@ impl Runtime {
             route: Route::default(),
             base_layer: None,
             auto_resume: false,
+            start: Default::default(),
         };
         let mut made = self.boot(&spec).await;
         if let Ok(sb) = &made {
@@ -321,11 +322,7 @@ impl Runtime {
                 }
             }
         }
-        let body = serde_json::json!({
-            "accessToken": spec.envd_access_token,
-            "envVars": spec.env_vars,
-            "timestamp": chrono::Utc::now().to_rfc3339(),
-        });
+        let body = super::launch::handover_json(spec);
         tokio::time::timeout(INIT_TIMEOUT, self.post_init(warm, body.to_string()))
             .await
             .map_err(|_| {
@@ -403,6 +400,7 @@ mod tests {
         SandboxSpec {
             base_layer: None,
             auto_resume: false,
+            start: Default::default(),
             id: "x".into(),
             template: template.into(),
             cpu_count: 2,

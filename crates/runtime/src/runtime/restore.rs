@@ -314,7 +314,12 @@ impl Runtime {
             "processes restored"
         );
         Ok(Sandbox {
-            info: SandboxInfo::running(spec, net.as_ref().map(|n| n.addr), meta.boot_id.clone()),
+            info: SandboxInfo::running(
+                spec,
+                net.as_ref().map(|n| n.addr),
+                meta.boot_id.clone(),
+                true,
+            ),
             route: spec.route.clone(),
             net,
             netns,
@@ -364,12 +369,7 @@ impl Runtime {
         if !fresh {
             return Ok(());
         }
-        let body = serde_json::json!({
-            // An empty token clears the source's: the copy is not secured.
-            "accessToken": spec.envd_access_token.clone().unwrap_or_default(),
-            "envVars": spec.env_vars,
-            "timestamp": Utc::now().to_rfc3339(),
-        });
+        let body = super::launch::handover_json(spec);
         let sent = tokio::time::timeout(
             INIT_TIMEOUT,
             self.http(

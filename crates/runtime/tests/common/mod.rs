@@ -197,6 +197,7 @@ pub fn spec(id: &str) -> SandboxSpec {
         route: Route::default(),
         base_layer: None,
         auto_resume: false,
+        start: Default::default(),
     }
 }
 

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod templates;
+
 /// `POST /sandboxes` and `POST /v2/sandboxes`. Unknown fields are ignored
 /// (newer SDKs send more than we use).
 #[derive(Debug, Deserialize)]
