@@ -3,12 +3,14 @@
 # Debian or Ubuntu, as root. Idempotent: quick when everything is present.
 set -euo pipefail
 
-runtime_pkgs=(nftables mmdebstrap btrfs-progs libnss-myhostname iproute2 procps ca-certificates curl)
+# skopeo pulls the images of template builds' `fromImage`.
+runtime_pkgs=(nftables mmdebstrap btrfs-progs libnss-myhostname iproute2 procps ca-certificates curl skopeo)
 build_pkgs=(protobuf-compiler libprotobuf-dev pkg-config gcc)
 # The dashboard's front-end is built with Node.js (scripts/build-web.sh):
 # the machine's own, else Debian's.
 command -v npm >/dev/null || build_pkgs+=(nodejs npm)
-test_pkgs=(sqlite3 wrk nginx-light chromium postgresql tmux)
+# docker-registry and umoci: the template suites' own registries and images.
+test_pkgs=(sqlite3 wrk nginx-light chromium postgresql tmux docker-registry umoci)
 
 want=("${runtime_pkgs[@]}" "${build_pkgs[@]}")
 if [[ "${1:-}" == "--with-test-tools" ]]; then
@@ -26,6 +28,11 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts a registry service with the package; the suites run
+  # registries of their own on loopback and need none listening on :5000.
+  if [[ " ${missing[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null; then
+    systemctl disable --now docker-registry >/dev/null 2>&1 || true
+  fi
 fi
 
 # The official JS SDK (e2b 2.x) needs Node.js >= 20.18.1; Debian 12's own

@@ -3,7 +3,8 @@
 # ports), points the official SDKs at it with `sandbar env`, runs the platform
 # suites (tests/e2e/platform: the seed program and its Python twin, lifecycle,
 # list, public URLs, private sandboxes, egress by address and by name
-# against a test host of its own, timeouts), stops the server
+# against a test host of its own, timeouts, template builds with images
+# from registries of its own), stops the server
 # and checks that nothing of that instance is left on the host.
 #
 #   tests/e2e/run-platform.sh
@@ -23,6 +24,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 # shellcheck source=lib/common.sh
 source "$here/lib/common.sh"
+# shellcheck source=lib/test_registry.sh
+source "$here/lib/test_registry.sh"
 
 [[ $(id -u) -eq 0 ]] || die "must run as root: sandbar makes namespaces, cgroups and nftables tables"
 ensure_sdks
@@ -142,6 +145,7 @@ stop_server() {
     wait "$server_pid" 2>/dev/null || { echo "sandbar exited with an error" >&2; status=1; }
   fi
   stop_egress_hosts
+  registries_stop
   if ip netns list | grep -q "^$egress_ns\b"; then echo "LEAK: namespace $egress_ns"; status=1; fi
   if [[ -n "$server_pid" ]]; then
     log "checking for leftovers of instance $instance"
@@ -160,12 +164,16 @@ trap 'exit 130' INT TERM
 
 start_egress_hosts
 export E2E_EGRESS_WEB="$egress_web"
+log "starting the test registries (an image of a bare Debian 12)"
+registries_start "$work" || die "the test registries did not start"
+export E2E_REGISTRY_AUTH="$REGISTRY_AUTH" E2E_REGISTRY_USER="$REGISTRY_USER" E2E_REGISTRY_PASSWORD="$REGISTRY_PASSWORD"
 log "starting sandbar: instance $instance, subnet $subnet, API :$api_port, HTTPS :$https_port"
 "$sandbar" --data-dir "$data" --templates-dir "$templates" serve \
   --instance "$instance" --subnet "$subnet" \
   --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port" \
   --envd "$envd" --interpreter "$interpreter" --public-range "$(registry_public_ranges),$egress_net" \
-  --dns-upstream "127.0.0.1:$egress_dns_port" >"$server_log" 2>&1 &
+  --dns-upstream "127.0.0.1:$egress_dns_port" \
+  --registry-mirror "docker.io=http://$REGISTRY_OPEN,$REGISTRY_AUTH=http://$REGISTRY_AUTH" >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || die "sandbar exited at start: $(tail -n 20 "$server_log")"
@@ -233,6 +241,45 @@ if [[ " $suites " == *" cli "* ]]; then
   cli_check "keys revoke" "${sb[@]}" keys revoke "${key:0:10}"
   code="$(curl -s -o /dev/null -w '%{http_code}' -H "X-API-KEY: $key" "$E2B_API_URL/v2/sandboxes")"
   cli_check "a revoked key gets 401" test "$code" == 401
+
+  # Templates: sandbar's CLI from a Dockerfile, then the official E2B CLI.
+  ctx="$work/cli-template"
+  mkdir -p "$ctx"
+  cp -r "$here/platform/fixtures/template/." "$ctx/"
+  printf 'FROM e2bdev/base\nENV GREETING="from the cli %s"\nWORKDIR /srv\nCOPY app /srv/app/\nRUN echo "built: $GREETING" > /srv/built.txt\nCMD python3 -m http.server 4000\n' "$instance" >"$ctx/Dockerfile"
+  out="$("${sb[@]}" template build "cli-$instance" --dockerfile "$ctx/Dockerfile" --context "$ctx" \
+    --ready-cmd '[ -n "$(ss -Htln sport = :4000)" ]' 2>&1)" || { echo "$out"; out=""; }
+  cli_check "template build --dockerfile shows each step and its output" \
+    bash -c 'grep -q "^\[5/7\] COPY app /srv/app/" <<<"$1" && grep -q "copied 3 file(s)" <<<"$1"' _ "$out"
+  cli_check "template build again: every step cached" \
+    bash -c 'out="$("$@" 2>&1)" && ! grep -q "^\[" <<<"$out" && grep -q "^CACHED \[7/7\]" <<<"$out"' _ "${sb[@]}" template build "cli-$instance" --dockerfile "$ctx/Dockerfile" --context "$ctx" \
+    --ready-cmd '[ -n "$(ss -Htln sport = :4000)" ]'
+  cli_check "template ls lists it" grep -q "^cli-$instance .* ready" <<<"$("${sb[@]}" template ls)"
+  cli_check "template tags --add" grep -q "^v1 " <<<"$("${sb[@]}" template tags "cli-$instance" --add v1)"
+  id="$("${sb[@]}" sandbox create --template "cli-$instance:v1")" || id=""
+  cli_check "a sandbox of it has its files and env" \
+    test "$("${sb[@]}" sandbox exec "$id" 'cat /srv/built.txt; pwd')" == "$(printf 'built: from the cli %s\n/srv' "$instance")"
+  cli_check "its start command serves" \
+    test "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$data/tls/ca.pem" "https://4000-$id.$E2B_DOMAIN/")" == 200
+  cli_check "template build: a failing step exits non-zero with the step" \
+    bash -c '! out="$("$@" 2>&1)" && grep -q "exit code 9" <<<"$out"' _ "${sb[@]}" template build "cli-fail-$instance" \
+    --dockerfile <(printf 'FROM e2bdev/base\nRUN exit 9\n')
+  e2b=(node_modules/.bin/e2b)
+  export E2B_ACCESS_TOKEN="$E2B_API_KEY"
+  cli_check "e2b sandbox list sees it" grep -q "$id" <<<"$("${e2b[@]}" sandbox list 2>&1)"
+  cli_check "e2b sandbox info" grep -q "$id" <<<"$("${e2b[@]}" sandbox info "$id" 2>&1)"
+  cli_check "e2b sandbox exec" test "$("${e2b[@]}" sandbox exec "$id" cat /srv/built.txt 2>&1)" == "built: from the cli $instance"
+  cli_check "e2b sandbox pause" grep -q "has been paused" <<<"$("${e2b[@]}" sandbox pause "$id" 2>&1)"
+  cli_check "e2b sandbox resume" grep -q "has been resumed" <<<"$("${e2b[@]}" sandbox resume "$id" 2>&1)"
+  cli_check "e2b sandbox metrics" grep -q "CPU:" <<<"$("${e2b[@]}" sandbox metrics "$id" 2>&1)"
+  cli_check "e2b sandbox kill" grep -q "has been killed" <<<"$("${e2b[@]}" sandbox kill "$id" 2>&1)"
+  (cd "$ctx" && "$here/${e2b[0]}" template create "e2b-$instance" --dockerfile Dockerfile >"$work/e2b-create.log" 2>&1) || cat "$work/e2b-create.log"
+  cli_check "e2b template create builds the Dockerfile" grep -q "e2b-$instance" <<<"$("${e2b[@]}" template list 2>&1)"
+  "${e2b[@]}" template delete "e2b-$instance" -y >/dev/null 2>&1 || true
+  cli_check "e2b template delete" \
+    bash -c 'l="$("$3" template list 2>&1)" && grep -q "$2" <<<"$l" && ! grep -q "$1" <<<"$l"' _ "e2b-$instance" "cli-$instance" "${e2b[0]}"
+  cli_check "template rm" "${sb[@]}" template rm "cli-$instance"
+  unset E2B_ACCESS_TOKEN
 fi
 if [[ "${E2E_WITH_SDK_SUITES:-0}" == 1 ]]; then
   log "the envd suites against this server"

@@ -37,19 +37,11 @@ criu_cache=/var/cache/sandbar/criu
 mkdir -p "$criu_cache"
 
 cache=/var/cache/sandbar-fresh-rootfs
-mirror="${FRESH_INSTALL_MIRROR:-http://deb.debian.org/debian}"
-recipe="mmdebstrap --variant=minbase bookworm $mirror"
-key="$(printf '%s' "$recipe" | sha256sum | cut -c1-16)"
-tarball="$cache/bookworm-minbase-$key.tar"
-mkdir -p "$cache/apt-archives/partial"
+# shellcheck source=../lib/minbase.sh
+source "$repo/tests/lib/minbase.sh"
 
 started=$SECONDS
-if [[ ! -s "$tarball" ]]; then
-  echo "==> making a bare Debian 12 root filesystem (once; cached in $cache)"
-  command -v mmdebstrap >/dev/null || { echo "mmdebstrap is needed (apt-get install mmdebstrap)" >&2; exit 2; }
-  mmdebstrap --quiet --variant=minbase --mode=root --format=tar bookworm "$tarball.tmp" "$mirror"
-  mv "$tarball.tmp" "$tarball"
-fi
+tarball="$(minbase_tarball)"
 
 root="$(mktemp -d /var/tmp/sandbar-fresh-root.XXXXXX)"
 cleanup() { rm -rf --one-file-system "$root"; }
@@ -106,7 +98,7 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
     check \"pkg-config runs\" pkg-config --version
     # setup.sh: install pgrep pkill seq curl sed nohup; the server and its
     # templates: nft ip mmdebstrap mkfs.btrfs tar unshare flock; doctor: unshare.
-    for tool in install pgrep pkill seq curl sed nohup nft ip mmdebstrap mkfs.btrfs tar unshare flock; do
+    for tool in install pgrep pkill seq curl sed nohup nft ip mmdebstrap mkfs.btrfs tar unshare flock skopeo; do
       check \"\$tool is installed\" command -v \"\$tool\"
     done
     check \"*.sandbar.localhost resolves to loopback (nss-myhostname)\" \
@@ -116,7 +108,7 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
         sh -c \"criu --version | grep -qx \\\"Version: $criu_version\\\"\"
       check \"node is >= 20.18.1 (the SDK suites; Debian 12 has 18)\" \
         sh -c \"dpkg --compare-versions \$(node -p process.versions.node) ge 20.18.1\"
-      for tool in npm chromium tmux wrk nginx sqlite3 tc; do
+      for tool in npm chromium tmux wrk nginx sqlite3 tc docker-registry umoci; do
         check \"\$tool is installed (test tools)\" command -v \"\$tool\"
       done
       check \"the PostgreSQL server is installed (test tools)\" sh -c \"ls /usr/lib/postgresql/*/bin/initdb\"

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use sandbar_net::{Logged, Network};
+use sandbar_runtime::templates::image::{ImageSettings, ImageSource};
 use sandbar_runtime::{
     BoxFuture, EgressPolicy, Metrics, PauseMode, Runtime, RuntimeError, RuntimeEvent, SandboxInfo,
     SandboxSpec, SnapshotInfo, State, WarmDepth,
@@ -58,6 +59,31 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// Each warm pool of this node: template, ready, kept.
     fn warm_pools(&self) -> Vec<WarmDepth> {
         Vec::new()
+    }
+    /// The env vars a root filesystem template's processes start with (an
+    /// image's `Env`).
+    fn template_env(&self, name: &str) -> Vec<(String, String)> {
+        let _ = name;
+        Vec::new()
+    }
+    /// The digest of what an image reference names in its registry now.
+    fn image_digest<'a>(
+        &'a self,
+        src: &'a ImageSource,
+    ) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        let _ = src;
+        Box::pin(async { Err(RuntimeError::Invalid("this node cannot pull images".into())) })
+    }
+    /// Makes root filesystem template `name` from an image.
+    fn import_image<'a>(
+        &'a self,
+        name: &'a str,
+        src: &'a ImageSource,
+        digest: &'a str,
+        progress: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> BoxFuture<'a, Result<ImageSettings, RuntimeError>> {
+        let _ = (name, src, digest, progress);
+        Box::pin(async { Err(RuntimeError::Invalid("this node cannot pull images".into())) })
     }
     /// A connection to `port` inside a running sandbox (envd's, for
     /// template builds and ready checks).
@@ -185,6 +211,30 @@ impl SandboxBackend for LocalRuntime {
         port: u16,
     ) -> BoxFuture<'a, Result<tokio::net::TcpStream, sandbar_runtime::DialError>> {
         sandbar_runtime::Catalog::dial(&*self.runtime, id, port)
+    }
+
+    fn image_digest<'a>(
+        &'a self,
+        src: &'a ImageSource,
+    ) -> BoxFuture<'a, Result<String, RuntimeError>> {
+        Box::pin(self.runtime.image_digest(src))
+    }
+
+    fn template_env(&self, name: &str) -> Vec<(String, String)> {
+        match self.runtime.templates().get(name) {
+            Ok(Some(t)) => t.meta.env,
+            _ => Vec::new(),
+        }
+    }
+
+    fn import_image<'a>(
+        &'a self,
+        name: &'a str,
+        src: &'a ImageSource,
+        digest: &'a str,
+        progress: Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> BoxFuture<'a, Result<ImageSettings, RuntimeError>> {
+        Box::pin(self.runtime.import_image(name, src, digest, progress))
     }
 
     fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<Logged>>> {

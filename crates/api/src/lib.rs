@@ -10,6 +10,7 @@ mod auth;
 mod backend;
 mod body;
 mod builds;
+pub use builds::image::parse_mirror as parse_registry_mirror;
 mod egress_log;
 mod error;
 mod events;
@@ -57,6 +58,10 @@ pub struct ApiConfig {
     /// Where the files of template builds' `COPY` steps are kept (`None`:
     /// template builds are refused with a message).
     pub build_files_dir: Option<std::path::PathBuf>,
+    /// Where images of a registry are pulled from instead: registry (as
+    /// references name it, `docker.io` for Docker Hub), then the mirror's
+    /// `http(s)://host[:port]`.
+    pub registry_mirrors: Vec<(String, String)>,
 }
 
 impl ApiConfig {
@@ -77,6 +82,7 @@ impl ApiConfig {
             metrics_interval: Duration::from_secs(5),
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
             build_files_dir: None,
+            registry_mirrors: Vec::new(),
         }
     }
 }

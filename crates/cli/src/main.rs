@@ -2,6 +2,8 @@
 //! other commands manage keys, sandboxes and templates, or print the
 //! environment that points the E2B SDKs at it.
 
+mod api_client;
+mod dockerfile;
 mod doctor;
 mod env_cmd;
 mod example_cmd;
@@ -201,14 +203,52 @@ enum SandboxCommand {
 
 #[derive(Debug, Subcommand)]
 enum TemplateCommand {
-    /// Build a built-in template (`base`, `code-interpreter-v1`) unless current.
+    /// Build a built-in template (`base`, `code-interpreter-v1`) on this host
+    /// unless current; or, with `--dockerfile` or `--definition`, a
+    /// template of your team on the running server (each step and its
+    /// output shown as it runs; unchanged steps are cached).
     Build {
+        /// The template's name (`name` or `name:tag`).
         name: String,
         #[arg(long, env = "SANDBAR_UID_BASE", default_value_t = 1_000_000)]
         uid_base: u32,
+        /// A Dockerfile (one FROM; RUN, COPY/ADD, ENV, ARG, WORKDIR, USER,
+        /// CMD/ENTRYPOINT as the start command).
+        #[arg(long, conflicts_with = "definition")]
+        dockerfile: Option<PathBuf>,
+        /// An SDK-style definition: the JSON `Template.toJSON()` prints.
+        #[arg(long)]
+        definition: Option<PathBuf>,
+        /// Where COPY sources are read from.
+        #[arg(long, default_value = ".")]
+        context: PathBuf,
+        #[arg(long)]
+        cpu: Option<u32>,
+        #[arg(long = "memory-mb")]
+        memory_mb: Option<u64>,
+        /// Command that says the start command is ready (exit 0).
+        #[arg(long = "ready-cmd")]
+        ready_cmd: Option<String>,
+        /// Run every step again.
+        #[arg(long)]
+        skip_cache: bool,
     },
+    /// The built-in templates here, and your team's on the server.
     #[command(alias = "list")]
     Ls,
+    /// Remove one of your team's templates.
+    Rm { name: String },
+    /// List a template's tags; `--add` points tags at the build `--from`
+    /// names, `--rm` removes tags.
+    Tags {
+        name: String,
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        #[arg(long, default_value = "default")]
+        from: String,
+        #[arg(long = "rm", value_delimiter = ',')]
+        remove: Vec<String>,
+    },
 }
 
 /// The API and key from the environment (as `sandbar env` exports them), or
@@ -370,10 +410,50 @@ fn run(cli: Cli) -> Result<()> {
                 }
             },
             Command::Template { command } => match command {
-                TemplateCommand::Build { name, uid_base } => {
-                    template_cmd::build(&data, &name, uid_base).await
+                TemplateCommand::Build {
+                    name,
+                    uid_base,
+                    dockerfile,
+                    definition,
+                    context,
+                    cpu,
+                    memory_mb,
+                    ready_cmd,
+                    skip_cache,
+                } => {
+                    if dockerfile.is_none() && definition.is_none() {
+                        template_cmd::build(&data, &name, uid_base).await
+                    } else {
+                        let api = api_client(&data)?;
+                        template_cmd::build_remote(
+                            &api,
+                            &template_cmd::RemoteBuild {
+                                name: &name,
+                                dockerfile: dockerfile.as_deref(),
+                                definition: definition.as_deref(),
+                                context: &context,
+                                cpu_count: cpu,
+                                memory_mb,
+                                ready_cmd: ready_cmd.as_deref(),
+                                skip_cache,
+                            },
+                        )
+                        .await
+                    }
                 }
-                TemplateCommand::Ls => template_cmd::list(&data),
+                TemplateCommand::Ls => {
+                    let api = api_client(&data).ok();
+                    template_cmd::list_all(&data, api.as_ref()).await
+                }
+                TemplateCommand::Rm { name } => {
+                    template_cmd::remove(&api_client(&data)?, &name).await
+                }
+                TemplateCommand::Tags {
+                    name,
+                    add,
+                    from,
+                    remove,
+                } => template_cmd::tags(&api_client(&data)?, &name, &add, &from, &remove).await,
             },
         }
     })

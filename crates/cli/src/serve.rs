@@ -148,6 +148,11 @@ pub struct ServeArgs {
     /// kept, in hours.
     #[arg(long, env = "SANDBAR_METRICS_RETENTION_HOURS", default_value_t = 7 * 24)]
     pub metrics_retention_hours: u64,
+    /// Pull a registry's images from a mirror instead, as
+    /// `registry=http(s)://host[:port]` (`docker.io` for Docker Hub), for
+    /// template builds' `fromImage`. Repeatable.
+    #[arg(long = "registry-mirror", env = "SANDBAR_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = parse_mirror)]
+    pub registry_mirrors: Vec<(String, String)>,
 }
 
 /// `100G`, `512M`, `1T` or plain bytes.
@@ -174,6 +179,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A CIDR, or an address meaning just itself.
+fn parse_mirror(s: &str) -> Result<(String, String), String> {
+    sandbar_api::parse_registry_mirror(s)
+}
+
 fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     s.parse::<ipnet::IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
@@ -428,6 +437,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     api_config.metrics_retention = Duration::from_secs(args.metrics_retention_hours * 3600);
     api_config.max_timeout = Duration::from_secs(args.max_timeout);
     api_config.build_files_dir = Some(data.build_files_dir());
+    api_config.registry_mirrors = args.registry_mirrors.clone();
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
     let api = match Api::start(
         api_config,

@@ -212,6 +212,10 @@ pub enum RuntimeError {
 
 impl From<templates::TemplateError> for RuntimeError {
     fn from(e: templates::TemplateError) -> Self {
+        if let templates::TemplateError::Image(why) = e {
+            // What an image is or where it is: the caller's to fix.
+            return RuntimeError::Invalid(why);
+        }
         RuntimeError::Io {
             context: "template store".into(),
             source: std::io::Error::other(e.to_string()),

@@ -191,7 +191,8 @@ impl Runtime {
                 config.envd_bin.display()
             )));
         }
-        let store = TemplateStore::open(&config.templates_dir)?;
+        let store = TemplateStore::open(&config.templates_dir)?
+            .with_images_dir(config.data_dir.join("images"))?;
         let cgroups = Hierarchy::detect()?;
         let sandboxes_dir = config.data_dir.join("sandboxes");
         std::fs::create_dir_all(&sandboxes_dir)
@@ -533,6 +534,51 @@ impl Runtime {
     /// Whether a template exists in the store.
     pub fn has_template(&self, name: &str) -> bool {
         matches!(self.store.get(name), Ok(Some(_)))
+    }
+
+    /// The digest of what `src` names in its registry now.
+    pub async fn image_digest(
+        &self,
+        src: &crate::templates::image::ImageSource,
+    ) -> Result<String, RuntimeError> {
+        let src = src.clone();
+        let scratch = self.config.data_dir.join("images");
+        tokio::task::spawn_blocking(move || {
+            let dir = scratch.join(format!(".inspect-{}", rand::random::<u32>()));
+            std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::Start(e.to_string()))?;
+            let digest = crate::templates::image::manifest_digest(&src, &dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            digest.map_err(RuntimeError::from)
+        })
+        .await
+        .map_err(|e| RuntimeError::Start(format!("inspecting an image: {e}")))?
+    }
+
+    /// Makes the root filesystem template `name` from the image `src`
+    /// (with owners shifted into this node's range); `progress` gets its
+    /// lines.
+    pub async fn import_image(
+        &self,
+        name: &str,
+        src: &crate::templates::image::ImageSource,
+        digest: &str,
+        progress: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+    ) -> Result<crate::templates::image::ImageSettings, RuntimeError> {
+        let (store, name, src, digest) = (
+            self.store.clone(),
+            name.to_string(),
+            src.clone(),
+            digest.to_string(),
+        );
+        let uid_base = self.config.uid_base;
+        tokio::task::spawn_blocking(move || {
+            store
+                .import_image(&name, &src, &digest, uid_base, &*progress)
+                .map(|(_, settings)| settings)
+                .map_err(RuntimeError::from)
+        })
+        .await
+        .map_err(|e| RuntimeError::Start(format!("importing an image: {e}")))?
     }
 
     /// Whether a snapshot layer exists (sandboxes can start on it).

@@ -275,3 +275,53 @@ describe('the REST view of templates', () => {
     assert.equal((await sh(s, 'pwd')).trim(), '/work')
   })
 })
+
+describe('images from a registry', { skip: !process.env.E2E_REGISTRY_AUTH && 'no test registry (run through run-platform.sh)' }, () => {
+  // The runner's registries: docker.io is mirrored by an open one holding
+  // a bare Debian 12 (plus a marker layer that whites out /etc/motd) as
+  // library/debian:stable and library/python:3.12-test; another one needs
+  // a password.
+  test('fromDebianImage: layers, whiteouts, the image env, the user account', async () => {
+    const n = nameOf('debian')
+    const { logs } = await build(Template().fromDebianImage('stable').runCmd(`echo ${RUN_ID} > /home/user/run`), n)
+    assert.ok(logs.some((l) => /applying layer 2\/2/.test(l)), logs.join('\n'))
+    if (!logs.some((l) => l.startsWith('CACHED preparing'))) {
+      assert.ok(logs.some((l) => l.includes('the image has no sudo')), 'a bare Debian has no sudo, and the log says so')
+    }
+    const s = await sandboxOf(n)
+    assert.equal(await sh(s, 'cat /etc/sandbar-test-image'), 'made by the template suites\n', 'the second layer')
+    assert.equal((await sh(s, 'test -e /etc/motd && echo present || echo gone')).trim(), 'gone', 'the whiteout removed it')
+    assert.equal(await sh(s, 'echo $IMAGE_VAR'), 'from-the-image\n', "the image's Env")
+    assert.equal((await sh(s, 'whoami; id -u; pwd')).trim(), 'user\n1000\n/home/user')
+    assert.match(await sh(s, 'grep PRETTY_NAME /etc/os-release'), /Debian GNU\/Linux 12/)
+    assert.equal((await sh(s, 'id -u', { user: 'root' })).trim(), '0')
+
+    const again = await build(Template().fromDebianImage('stable').runCmd(`echo ${RUN_ID} > /home/user/run`), n)
+    assert.ok(again.logs.some((l) => l.startsWith('CACHED image')), again.logs.join('\n'))
+    assert.ok(again.logs.some((l) => l.startsWith('CACHED preparing')), again.logs.join('\n'))
+    assert.equal(again.logs.filter((l) => /^\[\d+\/\d+\] /.test(l)).length, 0)
+  })
+
+  test('fromImage with credentials; a wrong password or a missing image fails the build with why', async () => {
+    const image = `${process.env.E2E_REGISTRY_AUTH}/private/debian:1`
+    const creds = { username: process.env.E2E_REGISTRY_USER, password: process.env.E2E_REGISTRY_PASSWORD }
+    const n = nameOf('private')
+    await build(Template().fromImage(image, creds).runCmd(`echo private-${RUN_ID} > /home/user/p`), n)
+    const s = await sandboxOf(n)
+    assert.equal(await sh(s, 'cat /home/user/p /etc/sandbar-test-image'), `private-${RUN_ID}\nmade by the template suites\n`)
+    await assert.rejects(build(Template().fromImage(image, { ...creds, password: 'wrong' }).runCmd('true'), nameOf('wrong-pw')), (e) => {
+      assert.ok(e instanceof BuildError, `${e}`)
+      assert.match(e.message, /unauthorized/)
+      return true
+    })
+    await assert.rejects(build(Template().fromImage(image).runCmd('true'), nameOf('no-pw')), /unauthorized|authentication required/)
+    await assert.rejects(build(Template().fromImage('sandbar-test/no-such-image:1').runCmd('true'), nameOf('missing')), /manifest unknown|not found/)
+  })
+
+  test('fromPythonImage maps to python:<version> on the mirror', async () => {
+    const n = nameOf('python')
+    await build(Template().fromPythonImage('3.12-test').runCmd('true'), n)
+    const s = await sandboxOf(n)
+    assert.equal(await sh(s, 'cat /etc/sandbar-test-image'), 'made by the template suites\n')
+  })
+})

@@ -145,3 +145,18 @@ def test_the_async_builder():
             await s.kill()
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not os.environ.get("E2E_REGISTRY_AUTH"), reason="no test registry (run through run-platform.sh)")
+def test_from_image_with_credentials(made):
+    name = name_of("image")
+    image = f"{os.environ['E2E_REGISTRY_AUTH']}/private/debian:1"
+    t = (Template().from_image(image, username=os.environ["E2E_REGISTRY_USER"],
+                               password=os.environ["E2E_REGISTRY_PASSWORD"])
+         .run_cmd(f"echo {RUN_ID} > /home/user/run"))
+    Template.build(t, name)
+    s = sandbox_of(made, name)
+    assert s.commands.run("cat /etc/sandbar-test-image").stdout == "made by the template suites\n"
+    assert s.commands.run("whoami").stdout == "user\n"
+    with pytest.raises(BuildException):
+        Template.build(Template().from_image(image).run_cmd("true"), name_of("image-nopw"))

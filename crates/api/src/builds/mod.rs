@@ -14,6 +14,7 @@
 //! handler) or HTTP routing.
 
 pub mod files;
+pub mod image;
 pub mod plan;
 mod steps;
 
@@ -57,6 +58,12 @@ impl Builds {
     pub fn files(&self) -> Option<&files::BuildFiles> {
         self.files.as_ref()
     }
+}
+
+/// Whether `name` is a built-in template a client may name (an image's
+/// root filesystem is only ever used through the team's own templates).
+pub fn is_builtin(state: &AppState, name: &str) -> bool {
+    !image::is_image_rootfs(name) && state.backend.has_template(name)
 }
 
 /// Why a build failed: a message for the SDK's `BuildError` and the step
@@ -287,6 +294,9 @@ struct Base {
     settings: Settings,
     /// What exactly it is, for the cache key.
     identity: String,
+    /// A script run as root before the first step (what an image needs to
+    /// be a sandbox's root), cached as a step.
+    prepare: Option<String>,
 }
 
 async fn resolve_base(
@@ -309,7 +319,7 @@ async fn resolve_base(
             None => return steps::image_base(state, team, plan, log).await,
         },
     };
-    if state.backend.has_template(&name) {
+    if crate::builds::is_builtin(state, &name) {
         let version = state
             .backend
             .template_version(&name)
@@ -319,6 +329,7 @@ async fn resolve_base(
             layer: None,
             settings: Settings::default(),
             identity: format!("builtin:{version}"),
+            prepare: None,
         });
     }
     let (tname, tag) =
@@ -369,6 +380,7 @@ async fn resolve_base(
         ),
         layer: build.layer,
         settings,
+        prepare: None,
     })
 }
 
@@ -387,6 +399,65 @@ async fn execute(
     let mut layer = base.layer.clone();
     let mut settings = base.settings.clone();
     let mut forced = plan.force;
+    if let Some(script) = &base.prepare {
+        let prepare = StepKind::Run {
+            cmd: script.clone(),
+            user: Some("root".into()),
+        };
+        key = plan::step_key(&key, &prepare);
+        match cached_layer(state, &node, &key, &base.template).await {
+            Some(cached) if !forced => {
+                log.line(
+                    "info",
+                    Some("base"),
+                    "CACHED preparing the image for sandboxes",
+                );
+                layer = cached;
+            }
+            _ => {
+                log.line(
+                    "info",
+                    Some("base"),
+                    "Preparing the image for sandboxes (user, home, sudo)",
+                );
+                let id = ensure_sandbox(state, build, &base.template, layer.as_deref(), sandbox)
+                    .await
+                    .map_err(|m| Failure::at("base", m))?;
+                let step = plan::Step {
+                    number: 0,
+                    kind: prepare,
+                    force: false,
+                };
+                let root = Settings {
+                    workdir: "/".into(),
+                    ..base.settings.clone()
+                };
+                steps::run_step(
+                    state,
+                    &id,
+                    &sandbox.token,
+                    &template.team_id,
+                    &step,
+                    &root,
+                    log,
+                )
+                .await
+                .map_err(|m| Failure::at("base", format!("preparing the image: {m}")))?;
+                let snap =
+                    state.backend.snapshot(&id, false).await.map_err(|e| {
+                        Failure::at("base", format!("saving the prepared image: {e}"))
+                    })?;
+                layer = Some(snap.layer);
+                if let Err(e) = state
+                    .store
+                    .cache_step(&node, &key, layer.as_deref().unwrap_or(""), &base.template)
+                    .await
+                {
+                    tracing::warn!(build = %build.id, error = %e, "caching the prepared image");
+                }
+            }
+        }
+    }
     for step in &plan.steps {
         key = plan::step_key(&key, &step.kind);
         let number = step.number.to_string();

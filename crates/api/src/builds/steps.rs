@@ -85,22 +85,94 @@ pub(super) fn builtin_for_image(reference: &str) -> Option<&'static str> {
     }
 }
 
-/// A base from a registry image.
+/// What an image needs to be a sandbox's root: the `user` account (uid
+/// 1000 where free) with its home, and passwordless sudo where the image
+/// has sudo. Run as root once per image (a cached step).
+pub(super) const PREPARE_IMAGE: &str = r#"set -e
+if ! id -u user >/dev/null 2>&1; then
+  if getent passwd 1000 >/dev/null; then useradd -m -s /bin/bash user; else useradd -m -u 1000 -s /bin/bash user; fi
+  echo "made the user 'user'"
+fi
+mkdir -p /home/user && chown user: /home/user
+if command -v sudo >/dev/null 2>&1; then
+  mkdir -p /etc/sudoers.d
+  echo 'user ALL=(ALL:ALL) NOPASSWD: ALL' > /etc/sudoers.d/sandbar-user
+  chmod 0440 /etc/sudoers.d/sandbar-user
+else
+  echo "the image has no sudo: 'user' cannot become root (add aptInstall(['sudo']) to the template)"
+fi"#;
+
+/// A base from a registry image: its root filesystem (pulled unless this
+/// team pulled that exact digest before), its env vars, and the step that
+/// prepares it.
 pub(super) async fn image_base(
-    _state: &AppState,
-    _team: &sandbar_store::TemplateRecord,
+    state: &AppState,
+    team: &sandbar_store::TemplateRecord,
     plan: &super::plan::Plan,
-    _log: &Logger,
+    log: &Logger,
 ) -> Result<super::Base, Failure> {
-    let super::plan::From::Image { reference, .. } = &plan.from else {
+    let super::plan::From::Image {
+        reference,
+        username,
+        password,
+    } = &plan.from
+    else {
         unreachable!("called for images only")
     };
-    Err(Failure::at(
-        "base",
-        format!(
-            "image '{reference}': building from registry images is not built yet in sandbar; use fromTemplate('base') or fromBaseImage()"
-        ),
-    ))
+    let base = |m: String| Failure::at("base", m);
+    let src = super::image::source(
+        &state.config.registry_mirrors,
+        reference,
+        username,
+        password,
+    )
+    .map_err(base)?;
+    log.line(
+        "info",
+        Some("base"),
+        format!("Resolving {reference} ({})", src.reference),
+    );
+    let digest = state
+        .backend
+        .image_digest(&src)
+        .await
+        .map_err(|e| base(format!("image '{reference}': {e}")))?;
+    let name = super::image::rootfs_name(&team.team_id, &digest);
+    if state.backend.has_template(&name) {
+        log.line(
+            "info",
+            Some("base"),
+            format!("CACHED image {reference} ({digest})"),
+        );
+    } else {
+        let log2 = log.clone();
+        state
+            .backend
+            .import_image(
+                &name,
+                &src,
+                &digest,
+                std::sync::Arc::new(move |line: &str| log2.line("info", Some("base"), line)),
+            )
+            .await
+            .map_err(|e| base(format!("image '{reference}': {e}")))?;
+    }
+    let env = state.backend.template_env(&name).into_iter().collect();
+    let identity = format!(
+        "image:{digest}@{}",
+        state.backend.template_version(&name).unwrap_or_default()
+    );
+    Ok(super::Base {
+        template: name,
+        layer: None,
+        settings: Settings {
+            envs: env,
+            ..Settings::default()
+        },
+        // Layers made on one import of the image are only valid on it.
+        identity,
+        prepare: Some(PREPARE_IMAGE.to_string()),
+    })
 }
 
 /// Runs `command` in the sandbox, its output into the build log under

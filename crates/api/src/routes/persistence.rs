@@ -447,7 +447,7 @@ pub async fn delete_template(
         tracing::info!(snapshot = %snap.id, "snapshot deleted");
         return Ok(StatusCode::NO_CONTENT);
     }
-    if state.backend.has_template(&id) {
+    if crate::builds::is_builtin(&state, &id) {
         return Err(ApiError::bad_request(format!(
             "template '{id}' is a server-side template: remove it on the server"
         )));

@@ -513,7 +513,7 @@ pub async fn create(
     check_env_vars(req.env_vars.as_ref())?;
     let lifecycle = lifecycle_of(&req, timeout)?;
     let mut custom = None;
-    let (template, base_layer, resources) = if state.backend.has_template(&asked) {
+    let (template, base_layer, resources) = if crate::builds::is_builtin(&state, &asked) {
         (
             asked.clone(),
             None,

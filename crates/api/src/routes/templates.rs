@@ -116,7 +116,7 @@ pub async fn request_build(
         .or(req.alias.as_deref())
         .ok_or_else(|| ApiError::bad_request("name is required"))?;
     let (name, tag) = plan::name_and_tag(raw, &caller.team.name).map_err(ApiError::bad_request)?;
-    if state.backend.has_template(&name) {
+    if crate::builds::is_builtin(&state, &name) {
         return Err(ApiError::bad_request(format!(
             "'{name}' is a built-in template: build yours under another name (fromTemplate('{name}') starts from it)"
         )));
@@ -274,7 +274,7 @@ pub async fn start_build(
     }
     let plan = plan::plan(&body).map_err(ApiError::bad_request)?;
     if let From::Template(base) = &plan.from {
-        if !state.backend.has_template(base) {
+        if !crate::builds::is_builtin(&state, base) {
             let (name, _) =
                 plan::name_and_tag(base, &caller.team.name).map_err(ApiError::bad_request)?;
             if name == template.name {
@@ -488,7 +488,7 @@ pub async fn alias(
     Extension(caller): Extension<Caller>,
     Path(alias): Path<String>,
 ) -> Result<Json<AliasInfo>, ApiError> {
-    if state.backend.has_template(&alias) {
+    if crate::builds::is_builtin(&state, &alias) {
         return Ok(Json(AliasInfo {
             template_id: alias,
             public: true,

@@ -6,6 +6,7 @@
 //! `<dir>/.retired-*` (sandboxes may still have it as their lower layer) and
 //! removed by [`TemplateStore::remove_retired`] once none can.
 
+pub mod image;
 pub mod recipe;
 pub mod unpack;
 
@@ -32,6 +33,8 @@ pub enum TemplateError {
     },
     #[error("{0}: invalid template.json: {1}")]
     Meta(PathBuf, serde_json::Error),
+    #[error("{0}")]
+    Image(String),
     #[error("mmdebstrap failed ({status}); last output:\n{tail}")]
     Build { status: String, tail: String },
 }
@@ -56,6 +59,9 @@ pub struct TemplateMeta {
     /// `/home/user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_cmd: Option<Vec<String>>,
+    /// Env vars its processes start with (an image's `Env`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 impl TemplateMeta {
@@ -80,6 +86,10 @@ pub struct Template {
 #[derive(Debug, Clone)]
 pub struct TemplateStore {
     dir: PathBuf,
+    /// Where root filesystems pulled from images go (names with
+    /// [`image::IMAGE_PREFIX`]): a node's own, apart from the built-in
+    /// templates that several nodes or test runs may share.
+    images: PathBuf,
 }
 
 impl TemplateStore {
@@ -87,18 +97,38 @@ impl TemplateStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, TemplateError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io_err(format!("create {}", dir.display())))?;
-        Ok(Self { dir })
+        Ok(Self {
+            images: dir.clone(),
+            dir,
+        })
+    }
+
+    /// Keeps images' root filesystems in `images` (made if needed).
+    pub fn with_images_dir(mut self, images: impl Into<PathBuf>) -> Result<Self, TemplateError> {
+        let images = images.into();
+        std::fs::create_dir_all(&images).map_err(io_err(format!("create {}", images.display())))?;
+        self.images = images;
+        Ok(self)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The directory a template of this name lives in.
+    fn dir_of(&self, name: &str) -> &Path {
+        if name.starts_with(image::IMAGE_PREFIX) {
+            &self.images
+        } else {
+            &self.dir
+        }
+    }
+
     fn read_meta(&self, name: &str) -> Result<Option<TemplateMeta>, TemplateError> {
         if !valid_name(name) {
             return Ok(None);
         }
-        let path = self.dir.join(name).join(META);
+        let path = self.dir_of(name).join(name).join(META);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -115,7 +145,7 @@ impl TemplateStore {
         let Some(meta) = self.read_meta(name)? else {
             return Ok(None);
         };
-        let rootfs = self.dir.join(name).join("rootfs");
+        let rootfs = self.dir_of(name).join(name).join("rootfs");
         if !rootfs.is_dir() {
             return Ok(None);
         }
@@ -280,6 +310,7 @@ impl TemplateStore {
             built_at: Utc::now(),
             uid_base,
             start_cmd: recipe.start_cmd(),
+            env: Vec::new(),
         };
         write_meta_atomic(tmp, &meta)?;
         Ok(meta)
@@ -289,10 +320,15 @@ impl TemplateStore {
     /// safe when no sandbox of this store runs (the runtime calls it at
     /// start, after cleaning up).
     pub fn remove_retired(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
-        };
-        for e in entries.flatten() {
+        let mut dirs = vec![&self.dir];
+        if self.images != self.dir {
+            dirs.push(&self.images);
+        }
+        for e in dirs
+            .into_iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flat_map(|rd| rd.flatten())
+        {
             let n = e.file_name().to_string_lossy().into_owned();
             // A build dir may belong to a build running right now in another
             // process: only old ones are debris of a build that died.
@@ -346,6 +382,7 @@ mod tests {
             built_at: Utc::now(),
             uid_base: 7,
             start_cmd,
+            env: Vec::new(),
         };
         write_meta_atomic(&dir, &meta).unwrap();
     }
