@@ -23,6 +23,7 @@ mod sdk;
 mod server;
 mod stats;
 mod teardown;
+mod templates;
 mod websocket;
 mod wrk;
 
@@ -48,6 +49,7 @@ enum Section {
     Proxy,
     Websocket,
     Persist,
+    Templates,
     Egress,
     Density,
     Teardown,
@@ -113,6 +115,7 @@ struct Counts {
     density: usize,
     teardown: usize,
     persist: persist::PersistCounts,
+    templates: templates::TemplateCounts,
     egress: egress::EgressCounts,
 }
 
@@ -134,6 +137,7 @@ impl Counts {
                     rounds: 1,
                     big_write_mib: 128,
                 },
+                templates: templates::TemplateCounts { creates: 2 },
                 egress: egress::EgressCounts {
                     round_trips: 20,
                     bulk_mib: 128,
@@ -156,6 +160,7 @@ impl Counts {
                     rounds: 10,
                     big_write_mib: 1024,
                 },
+                templates: templates::TemplateCounts { creates: 20 },
                 egress: egress::EgressCounts {
                     round_trips: 500,
                     bulk_mib: 512,
@@ -438,6 +443,15 @@ async fn measure(
             instance: sandbar.instance.clone(),
         };
         rows.extend(persist::rows(&api, &edge, &counts.persist).await);
+    }
+    if wants(Section::Templates) {
+        tracing::info!("template builds");
+        let edge = persist::Edge {
+            https: sandbar.https,
+            domain: sandbar.env.require("E2B_DOMAIN")?.to_string(),
+            instance: sandbar.instance.clone(),
+        };
+        rows.extend(templates::rows(&api, &edge, &counts.templates).await);
     }
     if let Some(host) = egress_host.filter(|_| wants(Section::Egress)) {
         tracing::info!("egress by name");
