@@ -85,6 +85,15 @@ pub trait SandboxBackend: Send + Sync + 'static {
         let _ = (name, src, digest, progress);
         Box::pin(async { Err(RuntimeError::Invalid("this node cannot pull images".into())) })
     }
+    /// The root filesystems pulled from images on this node.
+    fn images(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Removes an image's root filesystem unless a sandbox stands on it.
+    fn remove_image<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        let _ = name;
+        Box::pin(async { Ok(false) })
+    }
     /// A connection to `port` inside a running sandbox (envd's, for
     /// template builds and ready checks).
     fn dial<'a>(
@@ -218,6 +227,14 @@ impl SandboxBackend for LocalRuntime {
         src: &'a ImageSource,
     ) -> BoxFuture<'a, Result<String, RuntimeError>> {
         Box::pin(self.runtime.image_digest(src))
+    }
+
+    fn images(&self) -> Vec<String> {
+        self.runtime.images()
+    }
+
+    fn remove_image<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, RuntimeError>> {
+        Box::pin(self.runtime.remove_image(name))
     }
 
     fn template_env(&self, name: &str) -> Vec<(String, String)> {

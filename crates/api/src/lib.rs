@@ -10,6 +10,7 @@ mod auth;
 mod backend;
 mod body;
 mod builds;
+mod leases;
 pub use builds::image::parse_mirror as parse_registry_mirror;
 mod egress_log;
 mod error;
@@ -62,6 +63,9 @@ pub struct ApiConfig {
     /// references name it, `docker.io` for Docker Hub), then the mirror's
     /// `http(s)://host[:port]`.
     pub registry_mirrors: Vec<(String, String)>,
+    /// How long a cached build step, an uploaded file and the image root
+    /// filesystems they need are kept after the last build used them.
+    pub build_cache_retention: Duration,
 }
 
 impl ApiConfig {
@@ -83,6 +87,7 @@ impl ApiConfig {
             metrics_retention: Duration::from_secs(7 * 24 * 3600),
             build_files_dir: None,
             registry_mirrors: Vec::new(),
+            build_cache_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -97,6 +102,8 @@ pub(crate) struct Shared {
     /// Team limits and the creates in flight against them.
     pub quotas: quota::Quotas,
     pub builds: builds::Builds,
+    /// Layers and roots in use by work in flight (see [`leases`]).
+    pub leases: leases::Leases,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -107,6 +114,7 @@ pub struct Api {
     evictor: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<()>,
     events: Option<tokio::task::JoinHandle<()>>,
+    build_sweeper: tokio::task::JoinHandle<()>,
 }
 
 impl Api {
@@ -125,6 +133,7 @@ impl Api {
             evictor_wake: Notify::new(),
             quotas: quota::Quotas::default(),
             builds,
+            leases: leases::Leases::default(),
         });
         for id in shared.store.unfinished_builds(&shared.config.node).await? {
             let reason = serde_json::json!({
@@ -149,11 +158,13 @@ impl Api {
         }
         let evictor = tokio::spawn(evictor::run(shared.clone()));
         let sampler = tokio::spawn(sampler::run(shared.clone()));
+        let build_sweeper = tokio::spawn(builds::gc::run(shared.clone()));
         Ok(Self {
             shared,
             evictor,
             sampler,
             events,
+            build_sweeper,
         })
     }
 
@@ -167,6 +178,7 @@ impl Api {
     pub async fn shutdown(self) -> Result<(), ApiError> {
         self.evictor.abort();
         self.sampler.abort();
+        self.build_sweeper.abort();
         if let Some(events) = self.events {
             events.abort();
         }

@@ -153,6 +153,10 @@ pub struct ServeArgs {
     /// template builds' `fromImage`. Repeatable.
     #[arg(long = "registry-mirror", env = "SANDBAR_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = parse_mirror)]
     pub registry_mirrors: Vec<(String, String)>,
+    /// How long template builds' cached steps, uploaded files and pulled
+    /// images are kept after the last build used them, in hours.
+    #[arg(long, env = "SANDBAR_BUILD_CACHE_HOURS", default_value_t = 7 * 24)]
+    pub build_cache_hours: u64,
 }
 
 /// `100G`, `512M`, `1T` or plain bytes.
@@ -438,6 +442,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     api_config.max_timeout = Duration::from_secs(args.max_timeout);
     api_config.build_files_dir = Some(data.build_files_dir());
     api_config.registry_mirrors = args.registry_mirrors.clone();
+    api_config.build_cache_retention = Duration::from_secs(args.build_cache_hours * 3600);
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
     let api = match Api::start(
         api_config,

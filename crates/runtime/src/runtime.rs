@@ -554,6 +554,30 @@ impl Runtime {
         .map_err(|e| RuntimeError::Start(format!("inspecting an image: {e}")))?
     }
 
+    /// The root filesystems pulled from images on this node.
+    pub fn images(&self) -> Vec<String> {
+        self.store.image_names()
+    }
+
+    /// Removes an image's root filesystem unless a sandbox (in any state,
+    /// starting included) stands on it; `Ok(false)` when one does.
+    pub async fn remove_image(&self, name: &str) -> Result<bool, RuntimeError> {
+        if self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .any(|e| e.spec.template == name)
+        {
+            return Ok(false);
+        }
+        let (store, name) = (self.store.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || store.remove_image(&name))
+            .await
+            .map_err(|e| RuntimeError::Start(format!("removing an image: {e}")))??;
+        Ok(true)
+    }
+
     /// Makes the root filesystem template `name` from the image `src`
     /// (with owners shifted into this node's range); `progress` gets its
     /// lines.

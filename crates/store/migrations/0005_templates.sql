@@ -66,5 +66,7 @@ CREATE TABLE build_steps (
     layer          TEXT NOT NULL,
     base_template  TEXT NOT NULL,
     created_at     BIGINT NOT NULL,
+    -- the last build that found it: entries unused for the retention go
+    used_at        BIGINT NOT NULL,
     PRIMARY KEY (node, cache_key)
 );

@@ -653,14 +653,57 @@ impl Store {
         .fetch_optional(&self.pool)
         .await
         .map_err(query_err("reading the step cache"))?;
-        row.map(|r| {
-            let e = || query_err("decoding a cached step");
-            Ok((
-                r.try_get("layer").map_err(e())?,
-                r.try_get("base_template").map_err(e())?,
-            ))
-        })
-        .transpose()
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let e = || query_err("decoding a cached step");
+        let found: (String, String) = (
+            r.try_get("layer").map_err(e())?,
+            r.try_get("base_template").map_err(e())?,
+        );
+        sqlx::query("UPDATE build_steps SET used_at = $3 WHERE node = $1 AND cache_key = $2")
+            .bind(node)
+            .bind(key)
+            .bind(millis(Utc::now()))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("marking a cached step used"))?;
+        Ok(Some(found))
+    }
+
+    /// Forgets cached steps no build has found since `before` (their
+    /// layers go with the next collection, unless a build or sandbox still
+    /// stands on them); how many.
+    pub async fn prune_step_cache(
+        &self,
+        node: &str,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM build_steps WHERE node = $1 AND used_at < $2")
+            .bind(node)
+            .bind(millis(before))
+            .execute(&self.pool)
+            .await
+            .map_err(query_err("pruning the step cache"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Every root filesystem a node's builds or step cache stand on.
+    pub async fn template_roots(&self, node: &str) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT base_template FROM build_steps WHERE node = $1 \
+             UNION SELECT base_template FROM template_builds WHERE node = $1 AND base_template IS NOT NULL",
+        )
+        .bind(node)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("listing template roots"))?;
+        rows.iter()
+            .map(|r| {
+                r.try_get("base_template")
+                    .map_err(query_err("decoding a root"))
+            })
+            .collect()
     }
 
     pub async fn cache_step(
@@ -677,7 +720,7 @@ impl Store {
             .await
             .map_err(query_err("replacing a cached step"))?;
         sqlx::query(
-            "INSERT INTO build_steps (node, cache_key, layer, base_template, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO build_steps (node, cache_key, layer, base_template, created_at, used_at) VALUES ($1, $2, $3, $4, $5, $5)",
         )
         .bind(node)
         .bind(key)
@@ -777,6 +820,16 @@ mod tests {
             let mut layers = s.template_layers("n1").await.unwrap();
             layers.sort();
             assert_eq!(layers, ["L0", "L1"]);
+            assert_eq!(s.template_roots("n1").await.unwrap(), ["base"]);
+            let hour_ago = Utc::now() - chrono::Duration::hours(1);
+            assert_eq!(
+                s.prune_step_cache("n1", hour_ago).await.unwrap(),
+                0,
+                "used just now"
+            );
+            let soon = Utc::now() + chrono::Duration::seconds(1);
+            assert_eq!(s.prune_step_cache("n1", soon).await.unwrap(), 1);
+            assert!(s.cached_step("n1", "k").await.unwrap().is_none());
 
             assert_eq!(s.remove_tags(&tpl.id, &["v1".into()]).await.unwrap(), 1);
             assert_eq!(s.tags_of(&tpl.id).await.unwrap().len(), 1);

@@ -11,7 +11,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import tls from 'node:tls'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { Sandbox } from 'e2b'
+import { Sandbox, Template } from 'e2b'
 import { chromium } from 'playwright-core'
 import { create, killAll, fetchUntil, RUN_ID, TEMPLATE } from './helpers.mjs'
 
@@ -320,10 +320,19 @@ describe('the dashboard', { skip: (!existsSync(CHROMIUM) && `no ${CHROMIUM}`) ||
     })
   })
 
-  it('shows what the API says of templates, and signs out', { timeout: 60_000 }, async () => {
+  it("lists the team's templates with their builds and logs, and signs out", { timeout: 60_000 }, async () => {
+    const name = `dash-${RUN_ID}`.toLowerCase()
+    const built = await Template.build(Template().fromTemplate('base').runCmd(`echo dashboard-build-${RUN_ID}`), name)
     await page.goto(`${base}#/templates`)
-    await page.waitForSelector('#templates-answer, #templates table')
+    const row = `tr[data-template="${built.templateId}"]`
+    await page.waitForSelector(row)
+    assert.match(await page.textContent(row), new RegExp(`${name}.*ready`))
+    await page.click(`${row} button.link`)
+    await page.waitForSelector(`#template-builds tr[data-build="${built.buildId}"]`)
+    await page.waitForFunction((want) => document.querySelector('#build-log')?.textContent?.includes(want), `dashboard-build-${RUN_ID}`)
+    assert.match(await page.textContent('#build-reason'), /Status: ready/)
     await shot('templates')
+    await fetch(`${process.env.E2B_API_URL}/templates/${built.templateId}`, { method: 'DELETE', headers: { 'X-API-Key': process.env.E2B_API_KEY } })
     await page.click('#sign-out')
     await page.waitForSelector('#sign-in')
     assert.deepEqual((await context.cookies()).filter((c) => c.name === SESSION_COOKIE), [], 'the cookie is gone')

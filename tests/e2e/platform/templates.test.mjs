@@ -81,6 +81,10 @@ describe('a template from base with every step', () => {
 
   test('its sandboxes have the files, owners, env vars, workdir and running server', async () => {
     const s = await sandboxOf(name)
+    const info = await Sandbox.getInfo(s.sandboxId)
+    assert.equal(info.cpuCount, 1, "the build's cpuCount is its sandboxes'")
+    assert.equal(info.memoryMB, 512)
+    assert.equal(info.templateId, first.info.templateId, 'the sandbox names its template')
     assert.equal((await sh(s, 'pwd')).trim(), '/srv/app', 'the template workdir is the default cwd')
     assert.equal((await sh(s, 'whoami')).trim(), 'user')
     assert.equal(await sh(s, 'cat /srv/app/index.html'), '<h1>templated app</h1>\n')
@@ -186,6 +190,22 @@ describe('tags, background builds, failures', () => {
     await Template.removeTags(n, 'prod')
     await assert.rejects(Sandbox.create(`${n}:prod`), /no ready build tagged 'prod'/)
     await assert.rejects(Sandbox.create(n), /no ready build tagged 'default'/, 'no default tag was given')
+  })
+
+  test('builds run at once, each on its own', async () => {
+    const names = [nameOf('par-a'), nameOf('par-b'), nameOf('par-c')]
+    await Promise.all(names.map((n, i) => build(Template().fromTemplate('base').runCmd(`sleep 1; echo ${i} > /home/user/which # ${RUN_ID}`), n)))
+    for (const [i, n] of names.entries()) {
+      const s = await sandboxOf(n)
+      assert.equal(await sh(s, 'cat /home/user/which'), `${i}\n`)
+    }
+  })
+
+  test('registries sandbar cannot log in to answer why', async () => {
+    const t = Template().fromAWSRegistry('123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1', {
+      accessKeyId: 'AKIA0000000000000000', secretAccessKey: 'x', region: 'us-east-1',
+    }).runCmd('true')
+    await assert.rejects(build(t, nameOf('aws')), /400.*fromImageRegistry type 'aws' is not supported/)
   })
 
   test('buildInBackground and getBuildStatus', async () => {

@@ -59,6 +59,41 @@ impl BuildFiles {
         self.path(team_id, hash).is_file()
     }
 
+    /// Reads the files of `hash` for a build, marking them used now (what
+    /// the sweep goes by).
+    pub async fn read_for_build(&self, team_id: &str, hash: &str) -> std::io::Result<Vec<u8>> {
+        let path = self.path(team_id, hash);
+        let bytes = tokio::fs::read(&path).await?;
+        if let Ok(f) = std::fs::File::options().write(true).open(&path) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+        Ok(bytes)
+    }
+
+    /// Removes uploads no build used (or that were not uploaded) since
+    /// `before`; how many.
+    pub fn remove_unused_since(&self, before: std::time::SystemTime) -> usize {
+        let mut removed = 0;
+        let Ok(teams) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        for team in teams.flatten() {
+            let Ok(files) = std::fs::read_dir(team.path()) else {
+                continue;
+            };
+            for f in files.flatten() {
+                let old = f
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < before);
+                if old && std::fs::remove_file(f.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// A one-time token for uploading `hash`.
     pub fn grant(&self, team_id: &str, hash: &str) -> String {
         let token = crate::routes::sandboxes::new_token();

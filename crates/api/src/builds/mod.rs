@@ -14,6 +14,7 @@
 //! handler) or HTTP routing.
 
 pub mod files;
+pub mod gc;
 pub mod image;
 pub mod plan;
 mod steps;
@@ -199,9 +200,12 @@ pub fn spawn(state: AppState, template: TemplateRecord, build: BuildRecord, plan
             format!("Building template {} (build {})", template.name, build.id),
         );
         let mut sandbox = BuildSandbox::default();
+        // The layers and root filesystem the build makes and uses, kept
+        // from the collection until its result is recorded.
+        let mut leases = Vec::new();
         let result = match tokio::time::timeout(
             BUILD_TIMEOUT,
-            execute(&state, &template, &build, &plan, &log, &mut sandbox),
+            execute(&state, &template, &build, &plan, &log, &mut sandbox, &mut leases),
         )
         .await
         {
@@ -249,6 +253,7 @@ pub fn spawn(state: AppState, template: TemplateRecord, build: BuildRecord, plan
         };
         flusher.abort();
         flush(&state, &build.id, &log).await;
+        drop(leases);
         if let Err(e) = recorded {
             tracing::error!(build = %build.id, error = %e, "recording a build's result");
         }
@@ -297,6 +302,8 @@ struct Base {
     /// A script run as root before the first step (what an image needs to
     /// be a sandbox's root), cached as a step.
     prepare: Option<String>,
+    /// Keeps the root filesystem from the sweep while the build runs.
+    lease: Option<crate::leases::Lease>,
 }
 
 async fn resolve_base(
@@ -330,6 +337,7 @@ async fn resolve_base(
             settings: Settings::default(),
             identity: format!("builtin:{version}"),
             prepare: None,
+            lease: None,
         });
     }
     let (tname, tag) =
@@ -381,6 +389,7 @@ async fn resolve_base(
         layer: build.layer,
         settings,
         prepare: None,
+        lease: None,
     })
 }
 
@@ -391,8 +400,10 @@ async fn execute(
     plan: &Plan,
     log: &Logger,
     sandbox: &mut BuildSandbox,
+    leases: &mut Vec<crate::leases::Lease>,
 ) -> Result<Made, Failure> {
-    let base = resolve_base(state, template, plan, log).await?;
+    let mut base = resolve_base(state, template, plan, log).await?;
+    leases.extend(base.lease.take());
     let node = state.config.node.clone();
     let total = plan.steps.len();
     let mut key = plan::base_key(&template.team_id, &base.identity);
@@ -443,11 +454,10 @@ async fn execute(
                 )
                 .await
                 .map_err(|m| Failure::at("base", format!("preparing the image: {m}")))?;
-                let snap =
-                    state.backend.snapshot(&id, false).await.map_err(|e| {
-                        Failure::at("base", format!("saving the prepared image: {e}"))
-                    })?;
-                layer = Some(snap.layer);
+                let snap = snapshot_leased(state, &id, false, leases).await.map_err(|e| {
+                    Failure::at("base", format!("saving the prepared image: {e}"))
+                })?;
+                layer = Some(snap);
                 if let Err(e) = state
                     .store
                     .cache_step(&node, &key, layer.as_deref().unwrap_or(""), &base.template)
@@ -493,10 +503,10 @@ async fn execute(
             )
             .await
             .map_err(|m| Failure::at(number.clone(), format!("step {number}: {m}")))?;
-            let snap = state.backend.snapshot(&id, false).await.map_err(|e| {
+            let snap = snapshot_leased(state, &id, false, leases).await.map_err(|e| {
                 Failure::at(number.clone(), format!("saving the step's files: {e}"))
             })?;
-            layer = Some(snap.layer);
+            layer = Some(snap);
         }
         settings = settings.after(&step.kind);
         if let Err(e) = state
@@ -534,7 +544,7 @@ async fn execute(
                     .await
                     .map_err(|m| Failure::at("finalize", m))?;
                 layer = Some(
-                    steps::start_and_snapshot(state, &id, &sandbox.token, &settings, log)
+                    steps::start_and_snapshot(state, &id, &sandbox.token, &settings, log, leases)
                         .await
                         .map_err(|m| Failure::at("finalize", m))?,
                 );
@@ -553,6 +563,20 @@ async fn execute(
         layer,
         settings,
     })
+}
+
+/// A files-only (or, with `memory`, processes too) snapshot of the build
+/// sandbox, its layer leased until the build is recorded.
+pub(crate) async fn snapshot_leased(
+    state: &AppState,
+    id: &str,
+    memory: bool,
+    leases: &mut Vec<crate::leases::Lease>,
+) -> Result<String, sandbar_runtime::RuntimeError> {
+    let _making = state.leases.making().await;
+    let snap = state.backend.snapshot(id, memory).await?;
+    leases.push(state.leases.hold(&snap.layer));
+    Ok(snap.layer)
 }
 
 /// The cached layer of `key`, if it is still there (`Some(None)`: the

@@ -138,6 +138,8 @@ pub(super) async fn image_base(
         .await
         .map_err(|e| base(format!("image '{reference}': {e}")))?;
     let name = super::image::rootfs_name(&team.team_id, &digest);
+    // Leased until the build ends: the sweep leaves it alone meanwhile.
+    let lease = state.leases.hold(&name);
     if state.backend.has_template(&name) {
         log.line(
             "info",
@@ -172,6 +174,7 @@ pub(super) async fn image_base(
         // Layers made on one import of the image are only valid on it.
         identity,
         prepare: Some(PREPARE_IMAGE.to_string()),
+        lease: Some(lease),
     })
 }
 
@@ -247,10 +250,12 @@ pub(super) async fn run_step(
                 .builds
                 .files()
                 .ok_or_else(|| "this server keeps no build files".to_string())?;
-            let path = files.path(team_id, files_hash);
-            let bytes = tokio::fs::read(&path).await.map_err(|e| {
-                format!("the files of this step (hash {files_hash}) were not uploaded: {e}")
-            })?;
+            let bytes = files
+                .read_for_build(team_id, files_hash)
+                .await
+                .map_err(|e| {
+                    format!("the files of this step (hash {files_hash}) were not uploaded: {e}")
+                })?;
             let tar = format!("/tmp/.sandbar-copy-{files_hash}.tar");
             let stream = state
                 .backend
@@ -334,6 +339,7 @@ pub(super) async fn start_and_snapshot(
     token: &str,
     settings: &Settings,
     log: &Logger,
+    leases: &mut Vec<crate::leases::Lease>,
 ) -> Result<String, String> {
     let start = settings
         .start_cmd
@@ -393,14 +399,14 @@ pub(super) async fn start_and_snapshot(
     let ready = ready?;
     log.line("info", Some("finalize"), format!("Start command {ready}"));
     if state.backend.memory_snapshots() {
-        match state.backend.snapshot(id, true).await {
-            Ok(snap) => {
+        match super::snapshot_leased(state, id, true, leases).await {
+            Ok(layer) => {
                 log.line(
                     "info",
                     Some("finalize"),
                     "Saved the running start command with the files: sandboxes start with it running",
                 );
-                return Ok(snap.layer);
+                return Ok(layer);
             }
             Err(e) => log.line(
                 "warn",
@@ -409,12 +415,9 @@ pub(super) async fn start_and_snapshot(
             ),
         }
     }
-    let snap = state
-        .backend
-        .snapshot(id, false)
+    super::snapshot_leased(state, id, false, leases)
         .await
-        .map_err(|e| format!("saving the template's files: {e}"))?;
-    Ok(snap.layer)
+        .map_err(|e| format!("saving the template's files: {e}"))
 }
 
 #[cfg(test)]

@@ -249,6 +249,7 @@ pub(crate) async fn resolve_snapshot(
 /// sandbox stands on, a snapshot names, or a template build or the step
 /// cache holds.
 async fn collect_layers(state: &AppState) -> Result<(), ApiError> {
+    let _collecting = state.leases.collecting().await;
     let node = &state.config.node;
     let mut kept: HashSet<String> = state
         .store
@@ -257,6 +258,7 @@ async fn collect_layers(state: &AppState) -> Result<(), ApiError> {
         .into_iter()
         .collect();
     kept.extend(state.store.template_layers(node).await?);
+    kept.extend(state.leases.held());
     let removed = state.backend.collect_layers(kept).await;
     if !removed.is_empty() {
         tracing::debug!(layers = ?removed, "removed unused layers");
@@ -277,6 +279,18 @@ fn snapshot_info(s: &SnapshotRecord) -> SnapshotInfo {
 /// take this tree (the best the node can do). Asked for and impossible: a
 /// clear 409 that says why.
 async fn take_snapshot(
+    state: &AppState,
+    id: &str,
+    memory: Option<bool>,
+) -> Result<(sandbar_runtime::SnapshotInfo, crate::leases::Lease), ApiError> {
+    // Leased until the caller's record or forks stand on it.
+    let _making = state.leases.making().await;
+    let snap = snapshot_now(state, id, memory).await?;
+    let lease = state.leases.hold(&snap.layer);
+    Ok((snap, lease))
+}
+
+async fn snapshot_now(
     state: &AppState,
     id: &str,
     memory: Option<bool>,
@@ -325,7 +339,7 @@ pub async fn create_snapshot(
         .as_deref()
         .map(|n| parse_name(n.trim(), &caller.team.name))
         .transpose()?;
-    let layer = take_snapshot(&state, &id, body.memory).await?;
+    let (layer, _lease) = take_snapshot(&state, &id, body.memory).await?;
     let team = &caller.team.name;
     let (snapshot_id, name) = match named {
         Some((name, tag)) => (
@@ -489,7 +503,7 @@ pub async fn fork(
         .backend
         .spec(&id)
         .ok_or_else(|| ApiError::sandbox_not_found(&id))?;
-    let layer = take_snapshot(&state, &id, None).await?;
+    let (layer, _lease) = take_snapshot(&state, &id, None).await?;
     let network = rec
         .network
         .clone()

@@ -13,6 +13,12 @@ pub async fn templates() -> ApiError {
     )
 }
 
+async fn publishing() -> ApiError {
+    ApiError::not_implemented(
+        "public templates are not supported by sandbar yet: a template is its team's own",
+    )
+}
+
 async fn volumes() -> ApiError {
     ApiError::not_implemented("volumes are not supported yet")
 }
@@ -38,6 +44,6 @@ pub fn missing_feature_routes() -> Router<AppState> {
 pub fn template_routes() -> Router<AppState> {
     let t = || -> MethodRouter<AppState> { any(templates) };
     Router::new()
-        .route("/v2/templates/{id}", t())
+        .route("/v2/templates/{id}", any(publishing))
         .route("/templates/{id}/builds/{build}", t())
 }

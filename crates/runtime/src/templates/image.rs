@@ -351,6 +351,37 @@ fn glibc_version(rootfs: &Path) -> Option<(u32, u32)> {
 }
 
 impl TemplateStore {
+    /// The root filesystems pulled from images, by name.
+    pub fn image_names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.images) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.starts_with(IMAGE_PREFIX) && self.images.join(n).join("rootfs").is_dir())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Removes an image's root filesystem (the caller made sure nothing
+    /// stands on it): renamed out of the way first, so a reader never sees
+    /// half of one.
+    pub fn remove_image(&self, name: &str) -> Result<(), TemplateError> {
+        if !name.starts_with(IMAGE_PREFIX) || !super::valid_name(name) {
+            return Err(TemplateError::Image(format!(
+                "'{name}' is not an image's root filesystem"
+            )));
+        }
+        let dir = self.images.join(name);
+        let retired = self
+            .images
+            .join(format!(".retired-{name}-{}", rand::random::<u32>()));
+        std::fs::rename(&dir, &retired).map_err(io_err(format!("retire {}", dir.display())))?;
+        std::fs::remove_dir_all(&retired).map_err(io_err(format!("remove {}", retired.display())))
+    }
+
     /// Makes the root filesystem template `name` from the image `src`
     /// (pulled now); blocking, run it on a blocking thread. Returns the
     /// template and what the image says its processes run with.
