@@ -38,7 +38,12 @@ impl Drop for Lease {
 
 impl Leases {
     pub fn hold(&self, name: &str) -> Lease {
-        *self.held.lock().unwrap().entry(name.to_string()).or_default() += 1;
+        *self
+            .held
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default() += 1;
         Lease {
             name: name.to_string(),
             held: self.held.clone(),

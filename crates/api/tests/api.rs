@@ -989,6 +989,24 @@ async fn restart_marks_lost_sandboxes_gone() {
 
 impl Harness {
     /// The same harness speaking with another key.
+    /// The same server, as a key of a new team `name`; and the team's id
+    /// and that key.
+    async fn other_team(&self, name: &str) -> (Harness, String, String) {
+        let team = self
+            .store
+            .create_team(name, &Default::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let key = self
+            .store
+            .create_team_api_key(name, &team.id)
+            .await
+            .unwrap()
+            .key;
+        (self.with_key(&key), team.id, key)
+    }
+
     fn with_key(&self, key: &str) -> Harness {
         Harness {
             _dir: self._dir.clone(),
@@ -1004,19 +1022,7 @@ impl Harness {
 #[tokio::test]
 async fn a_team_sees_and_touches_only_its_own_sandboxes() {
     let h = harness().await;
-    let other_team = h
-        .store
-        .create_team("other", &Default::default())
-        .await
-        .unwrap()
-        .unwrap();
-    let other_key = h
-        .store
-        .create_team_api_key("o", &other_team.id)
-        .await
-        .unwrap()
-        .key;
-    let other = h.with_key(&other_key);
+    let (other, other_team_id, other_key) = h.other_team("other").await;
 
     let mine = h.create(json!({"templateID": "base"})).await;
     let id = mine["sandboxID"].as_str().unwrap();
@@ -1092,7 +1098,7 @@ async fn a_team_sees_and_touches_only_its_own_sandboxes() {
     let teams = other.call("GET", "/teams", None).await;
     assert_eq!(
         teams.body,
-        json!([{"teamID": other_team.id, "name": "other", "apiKey": other_key, "isDefault": true}])
+        json!([{"teamID": other_team_id, "name": "other", "apiKey": other_key, "isDefault": true}])
     );
     assert_eq!(
         h.call("DELETE", &format!("/sandboxes/{id}"), None)
@@ -1294,19 +1300,7 @@ async fn metrics_over_time_team_metrics_and_prometheus() {
         .call("GET", &format!("/sandboxes/{id}/metrics"), None)
         .await;
     assert!(r.body.as_array().unwrap().len() >= 2, "{}", r.body);
-    let other_team = h
-        .store
-        .create_team("peek", &Default::default())
-        .await
-        .unwrap()
-        .unwrap();
-    let other_key = h
-        .store
-        .create_team_api_key("p", &other_team.id)
-        .await
-        .unwrap()
-        .key;
-    let other = h.with_key(&other_key);
+    let (other, _, _) = h.other_team("peek").await;
     let r = other
         .call("GET", &format!("/sandboxes/{id}/metrics"), None)
         .await;
@@ -1621,26 +1615,12 @@ async fn template_builds_refuse_bad_input_with_clear_400s() {
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     // Another team sees nothing of it.
-    let other = h
-        .store
-        .create_team("other-team", &Default::default())
-        .await
-        .unwrap()
-        .unwrap();
-    let key = h
-        .store
-        .create_team_api_key("other", &other.id)
-        .await
-        .unwrap()
-        .key;
-    let r = h
-        .send(
-            Request::builder()
-                .method("GET")
-                .uri(format!("/templates/{tid}/builds/{bid}/status"))
-                .header("x-api-key", key)
-                .body(Body::empty())
-                .unwrap(),
+    let (other, _, _) = h.other_team("other-team").await;
+    let r = other
+        .call(
+            "GET",
+            &format!("/templates/{tid}/builds/{bid}/status"),
+            None,
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

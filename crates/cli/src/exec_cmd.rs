@@ -51,12 +51,10 @@ pub async fn exec(
     let status = resp.status();
     let mut body = resp.into_body();
     if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        bail!("envd answered {status}: {}", String::from_utf8_lossy(&text));
+        bail!(
+            "envd answered {status}: {}",
+            sandbar_sandbox_client::process::answer_text(body).await
+        );
     }
 
     let mut buf = Vec::new();

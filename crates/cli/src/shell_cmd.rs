@@ -136,13 +136,11 @@ pub async fn shell(
     let status = resp.status();
     let mut body = resp.into_body();
     if !status.is_success() {
-        let text = body
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
         drop(raw);
-        bail!("envd answered {status}: {}", String::from_utf8_lossy(&text));
+        bail!(
+            "envd answered {status}: {}",
+            sandbar_sandbox_client::process::answer_text(body).await
+        );
     }
 
     // Keys: read on a thread (stdin is blocking), sent in order.

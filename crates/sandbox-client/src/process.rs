@@ -106,6 +106,16 @@ pub fn events_of(flags: u8, msg: &Value) -> Result<Vec<Event>, String> {
     Ok(out)
 }
 
+/// The whole body of a refusal, as text (what envd says went wrong).
+pub async fn answer_text(body: hyper::body::Incoming) -> String {
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 /// A command to run: argv, environment, working directory and user.
 #[derive(Debug, Clone, Default)]
 pub struct Command {
@@ -174,14 +184,9 @@ pub async fn run(
         let status = response.status();
         let mut body = response.into_body();
         if !status.is_success() {
-            let text = body
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
             return Err(format!(
                 "envd answered {status}: {}",
-                String::from_utf8_lossy(&text)
+                answer_text(body).await
             ));
         }
         let mut buf = Vec::new();

@@ -1,7 +1,8 @@
 // The team's snapshots (`GET /snapshots`), each startable by its id, and
 // deletable (`DELETE /templates/{id}`, as E2B names it).
-import { call, listAll, type Snapshot } from '../api'
-import { errorText, fill, h, toast, when } from '../dom'
+import { listAll, type Snapshot } from '../api'
+import { errorText, fill, h, when } from '../dom'
+import { removeTemplate } from '../remove'
 import type { Page } from '../main'
 
 export const snapshotsPage: Page = (root) => {
@@ -47,13 +48,7 @@ export const snapshotsPage: Page = (root) => {
     }
   }
   const remove = async (id: string) => {
-    if (!confirm(`Delete snapshot ${id}? Sandboxes started from it keep running.`)) return
-    try {
-      await call(`/templates/${encodeURIComponent(id)}`, { method: 'DELETE' })
-      toast(`Deleted ${id}`)
-    } catch (e) {
-      toast(`Delete failed: ${errorText(e)}`, 'error')
-    }
+    await removeTemplate(id, `snapshot ${id}`)
     await load()
   }
   void load()

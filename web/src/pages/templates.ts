@@ -5,7 +5,8 @@
 // built-in templates (`base`, `code-interpreter-v1`) are the server's and
 // are listed by `sandbar template ls` there.
 import { call } from '../api'
-import { errorText, fill, h, toast, when } from '../dom'
+import { errorText, fill, h, when } from '../dom'
+import { removeTemplate } from '../remove'
 import type { Page } from '../main'
 
 interface Template {
@@ -178,15 +179,9 @@ export const templatesPage: Page = (root) => {
   }
 
   const remove = async (t: Template) => {
-    const name = (t.names ?? [t.templateID])[0]
-    if (!confirm(`Delete template ${name}? Sandboxes started from it keep running.`)) return
-    try {
-      await call(`/templates/${encodeURIComponent(t.templateID)}`, { method: 'DELETE' })
-      toast(`Deleted ${name}`)
+    if (await removeTemplate(t.templateID, `template ${(t.names ?? [t.templateID])[0]}`)) {
       fill(builds)
       fill(buildArea)
-    } catch (e) {
-      toast(`Delete failed: ${errorText(e)}`, 'error')
     }
     await load()
   }

@@ -205,7 +205,15 @@ pub fn spawn(state: AppState, template: TemplateRecord, build: BuildRecord, plan
         let mut leases = Vec::new();
         let result = match tokio::time::timeout(
             BUILD_TIMEOUT,
-            execute(&state, &template, &build, &plan, &log, &mut sandbox, &mut leases),
+            execute(
+                &state,
+                &template,
+                &build,
+                &plan,
+                &log,
+                &mut sandbox,
+                &mut leases,
+            ),
         )
         .await
         {
@@ -454,9 +462,9 @@ async fn execute(
                 )
                 .await
                 .map_err(|m| Failure::at("base", format!("preparing the image: {m}")))?;
-                let snap = snapshot_leased(state, &id, false, leases).await.map_err(|e| {
-                    Failure::at("base", format!("saving the prepared image: {e}"))
-                })?;
+                let snap = snapshot_leased(state, &id, false, leases)
+                    .await
+                    .map_err(|e| Failure::at("base", format!("saving the prepared image: {e}")))?;
                 layer = Some(snap);
                 if let Err(e) = state
                     .store
@@ -503,9 +511,11 @@ async fn execute(
             )
             .await
             .map_err(|m| Failure::at(number.clone(), format!("step {number}: {m}")))?;
-            let snap = snapshot_leased(state, &id, false, leases).await.map_err(|e| {
-                Failure::at(number.clone(), format!("saving the step's files: {e}"))
-            })?;
+            let snap = snapshot_leased(state, &id, false, leases)
+                .await
+                .map_err(|e| {
+                    Failure::at(number.clone(), format!("saving the step's files: {e}"))
+                })?;
             layer = Some(snap);
         }
         settings = settings.after(&step.kind);

@@ -178,6 +178,15 @@ pub(super) async fn image_base(
     })
 }
 
+/// A connection to envd in sandbox `id`.
+async fn envd(state: &AppState, id: &str) -> Result<tokio::net::TcpStream, String> {
+    state
+        .backend
+        .dial(id, ENVD_PORT)
+        .await
+        .map_err(|e| format!("reaching the sandbox's envd: {e}"))
+}
+
 /// Runs `command` in the sandbox, its output into the build log under
 /// `step`; its exit code.
 async fn exec(
@@ -188,11 +197,7 @@ async fn exec(
     log: &Logger,
     step: &str,
 ) -> Result<i32, String> {
-    let stream = state
-        .backend
-        .dial(id, ENVD_PORT)
-        .await
-        .map_err(|e| format!("reaching the build sandbox's envd: {e}"))?;
+    let stream = envd(state, id).await?;
     let code = process::run(stream, Some(token), command, |event| match event {
         Event::Stdout(b) | Event::Pty(b) => log.output("stdout", step, b),
         Event::Stderr(b) => log.output("stderr", step, b),
@@ -257,11 +262,7 @@ pub(super) async fn run_step(
                     format!("the files of this step (hash {files_hash}) were not uploaded: {e}")
                 })?;
             let tar = format!("/tmp/.sandbar-copy-{files_hash}.tar");
-            let stream = state
-                .backend
-                .dial(id, ENVD_PORT)
-                .await
-                .map_err(|e| format!("reaching the build sandbox's envd: {e}"))?;
+            let stream = envd(state, id).await?;
             process::upload(stream, Some(token), &tar, "root", bytes.into()).await?;
             let dest = settings.resolve(dest);
             // A destination that names a directory keeps its slash.
@@ -321,11 +322,7 @@ pub(super) async fn run_quiet(
     line: &str,
     settings: &Settings,
 ) -> Result<i32, String> {
-    let stream = state
-        .backend
-        .dial(id, ENVD_PORT)
-        .await
-        .map_err(|e| format!("reaching envd: {e}"))?;
+    let stream = envd(state, id).await?;
     process::run(stream, token, &command_in(line, settings, None), |_| {}).await
 }
 
@@ -350,11 +347,7 @@ pub(super) async fn start_and_snapshot(
         Some("finalize"),
         format!("Running the start command: {start}"),
     );
-    let stream = state
-        .backend
-        .dial(id, ENVD_PORT)
-        .await
-        .map_err(|e| format!("reaching the build sandbox's envd: {e}"))?;
+    let stream = envd(state, id).await?;
     let command = command_in(start, settings, None);
     let (log2, token2) = (log.clone(), token.to_string());
     let mut running = tokio::spawn(async move {

@@ -190,27 +190,45 @@ fn open_in_root(root: &std::fs::File, rel: &Path) -> io::Result<std::os::fd::Own
     .map_err(io::Error::from)
 }
 
-/// Removes `rel` (a file, a symlink or a whole directory) below the root,
-/// if it is there.
-fn remove_in_root(root: &std::fs::File, rel: &Path) -> io::Result<()> {
+/// Where `rel` is, its parent resolved inside the root and pinned by a
+/// descriptor (`/proc/self/fd/N/name`, which std's calls do not follow in
+/// the last component); `None` when its parent is not there.
+fn in_parent(
+    root: &std::fs::File,
+    rel: &Path,
+) -> io::Result<Option<(std::os::fd::OwnedFd, PathBuf)>> {
+    use std::os::fd::AsRawFd;
     let Some(name) = rel.file_name() else {
-        return Ok(());
+        return Ok(None);
     };
     let parent = match open_in_root(root, rel.parent().unwrap_or(Path::new(""))) {
         Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    use std::os::fd::AsRawFd;
-    // The parent is pinned by its descriptor; std's removal does not
-    // follow a symlink in the last component.
     let path = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
+    Ok(Some((parent, path)))
+}
+
+/// Removes `rel` (a file, a symlink or a whole directory) below the root;
+/// with `keep_dir`, a directory there stays.
+fn remove_in_root_but(root: &std::fs::File, rel: &Path, keep_dir: bool) -> io::Result<()> {
+    let Some((_parent, path)) = in_parent(root, rel)? else {
+        return Ok(());
+    };
     match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() && keep_dir => Ok(()),
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
         Ok(_) => std::fs::remove_file(&path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Removes `rel` (a file, a symlink or a whole directory) below the root,
+/// if it is there.
+fn remove_in_root(root: &std::fs::File, rel: &Path) -> io::Result<()> {
+    remove_in_root_but(root, rel, false)
 }
 
 /// Empties directory `rel` below the root but for `kept`.
@@ -235,23 +253,7 @@ fn clear_dir(root: &std::fs::File, rel: &Path, kept: &[PathBuf]) -> io::Result<(
 /// Before an entry is written: what a lower layer left at its path goes
 /// unless both are directories (a directory entry then only updates it).
 fn make_way(root: &std::fs::File, rel: &Path, is_dir: bool) -> io::Result<()> {
-    let Some(name) = rel.file_name() else {
-        return Ok(());
-    };
-    let parent = match open_in_root(root, rel.parent().unwrap_or(Path::new(""))) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    use std::os::fd::AsRawFd;
-    let path = PathBuf::from(format!("/proc/self/fd/{}", parent.as_raw_fd())).join(name);
-    match std::fs::symlink_metadata(&path) {
-        Ok(m) if m.is_dir() && is_dir => Ok(()),
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-        Ok(_) => std::fs::remove_file(&path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
+    remove_in_root_but(root, rel, is_dir)
 }
 
 /// Writes one entry below `dest` with its owner shifted, its mode (setuid
