@@ -989,6 +989,17 @@ async fn restart_marks_lost_sandboxes_gone() {
 
 impl Harness {
     /// The same harness speaking with another key.
+    /// POSTs `body` to `path` and expects a 400 whose message has `why`.
+    async fn refused_with_400(&self, path: &str, body: Value, why: &str) {
+        let r = self.call("POST", path, Some(body.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        assert!(
+            r.body["message"].as_str().unwrap().contains(why),
+            "{body}: {}",
+            r.body
+        );
+    }
+
     /// The same server, as a key of a new team `name`; and the team's id
     /// and that key.
     async fn other_team(&self, name: &str) -> (Harness, String, String) {
@@ -1511,13 +1522,7 @@ async fn template_builds_refuse_bad_input_with_clear_400s() {
         (json!({"name": "ok", "cpuCount": 0}), "cpuCount"),
         (json!({"name": "ok", "memoryMB": 1}), "memoryMB"),
     ] {
-        let r = h.call("POST", "/v3/templates", Some(body.clone())).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
-        assert!(
-            r.body["message"].as_str().unwrap().contains(why),
-            "{body}: {}",
-            r.body
-        );
+        h.refused_with_400("/v3/templates", body, why).await;
     }
     let r = h
         .call("POST", "/v3/templates", Some(json!({"name": "web:v1"})))
@@ -1561,13 +1566,7 @@ async fn template_builds_refuse_bad_input_with_clear_400s() {
             "pairs",
         ),
     ] {
-        let r = h.call("POST", &start, Some(body.clone())).await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
-        assert!(
-            r.body["message"].as_str().unwrap().contains(why),
-            "{body}: {}",
-            r.body
-        );
+        h.refused_with_400(&start, body, why).await;
     }
     let r = h
         .call("GET", &format!("/templates/{tid}/files/xyz"), None)
