@@ -4,7 +4,9 @@
 # root filesystem (tests/lib/minbase.sh) as one layer, plus a layer that
 # adds /etc/sandbar-test-image and whites out /etc/motd, with an env var in
 # its config. One registry is open (the mirror of docker.io, holding it as
-# library/debian:stable and library/python:3.12-test); one needs a
+# library/debian:stable, library/python:3.12-test, library/ubuntu:test and
+# library/node:test: the same bytes under the names the SDKs' fromXImage
+# methods ask for); one needs a
 # password (holding it as private/debian:1).
 #
 #   source tests/e2e/lib/test_registry.sh
@@ -67,7 +69,8 @@ registries_start() {
   umoci config --image "$oci:test" --config.env "IMAGE_VAR=from-the-image" \
     --config.env "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
   local to
-  for to in "$REGISTRY_OPEN/library/debian:stable" "$REGISTRY_OPEN/library/python:3.12-test"; do
+  for to in "$REGISTRY_OPEN/library/debian:stable" "$REGISTRY_OPEN/library/python:3.12-test" \
+    "$REGISTRY_OPEN/library/ubuntu:test" "$REGISTRY_OPEN/library/node:test"; do
     skopeo copy --quiet --dest-tls-verify=false "oci:$oci:test" "docker://$to"
   done
   skopeo copy --quiet --dest-tls-verify=false --dest-creds "$REGISTRY_USER:$REGISTRY_PASSWORD" \

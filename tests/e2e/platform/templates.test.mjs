@@ -9,7 +9,7 @@ import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
 import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { BuildError, Sandbox, Template, waitForFile, waitForPort, waitForURL } from 'e2b'
+import { BuildError, Sandbox, Template, waitForFile, waitForPort, waitForTimeout, waitForURL } from 'e2b'
 import { RUN_ID, fetchUntil, killAll } from './helpers.mjs'
 
 after(killAll)
@@ -135,6 +135,8 @@ describe('a template from base with every step', () => {
     assert.equal(cached.logs.filter((l) => /^\[\d+\/\d+\] /.test(l)).length, 0)
     const forced = await build(Template().fromTemplate('base').skipCache().runCmd(`date +%s%N > /home/user/stamp # ${RUN_ID}`).runCmd('true'), n)
     assert.equal(forced.logs.filter((l) => /^\[\d+\/\d+\] /.test(l)).length, 2, forced.logs.join('\n'))
+    const option = await build(t, n, { skipCache: true })
+    assert.equal(option.logs.filter((l) => /^\[\d+\/\d+\] /.test(l)).length, 2, `the skipCache build option too:\n${option.logs.join('\n')}`)
     const s2 = await sandboxOf(n)
     assert.notEqual(await sh(s2, 'cat /home/user/stamp'), stamp1, 'the step ran again')
     assert.equal(await sh(s1, 'cat /home/user/stamp'), stamp1, 'a sandbox of the old build keeps its files')
@@ -162,6 +164,19 @@ describe('start and ready commands', () => {
     const c = await sandboxOf(child)
     assert.equal(await sh(c, 'cat /home/user/site/health /home/user/child.txt'), 'ok\nchild\n', 'the parent template\'s files')
     assert.equal((await sh(c, 'test -f /tmp/started && echo yes')).trim(), 'yes')
+  })
+
+  test('waitForTimeout, fromBaseImage', async () => {
+    const n = nameOf('timeout')
+    const { logs } = await build(
+      Template().fromBaseImage().runCmd(`echo ${RUN_ID} > /home/user/base-image`).setStartCmd('sleep infinity', waitForTimeout(1000)),
+      n,
+    )
+    assert.ok(logs.some((l) => l.includes("e2bdev/base is the built-in template 'base'")), logs.join('\n'))
+    assert.ok(logs.some((l) => l.includes('ready after 1 check(s) of `sleep 1`')), logs.join('\n'))
+    const s = await sandboxOf(n)
+    assert.equal(await sh(s, 'cat /home/user/base-image'), `${RUN_ID}\n`)
+    assert.equal((await s.commands.run('pgrep -x sleep')).exitCode, 0, 'the start command runs')
   })
 
   test('a start command that never gets ready fails the build at finalize', async () => {
@@ -206,6 +221,24 @@ describe('tags, background builds, failures', () => {
       accessKeyId: 'AKIA0000000000000000', secretAccessKey: 'x', region: 'us-east-1',
     }).runCmd('true')
     await assert.rejects(build(t, nameOf('aws')), /400.*fromImageRegistry type 'aws' is not supported/)
+    const g = Template().fromGCPRegistry('europe-docker.pkg.dev/p/r/app:1', { serviceAccountJSON: { type: 'service_account' } }).runCmd('true')
+    await assert.rejects(build(g, nameOf('gcp')), /400.*fromImageRegistry type 'gcp' is not supported/)
+  })
+
+  test('aptInstall, pipInstall, npmInstall from the package registries', { skip: !process.env.E2E_REGISTRY_AUTH && 'needs the runner (its server opens the registries)' }, async () => {
+    const n = nameOf('packages')
+    const t = Template()
+      .fromTemplate('base')
+      .runCmd(`echo ${RUN_ID}`)
+      .aptInstall(['cowsay'], { noInstallRecommends: true })
+      .pipInstall(['tomli-w==1.0.0'])
+      .npmInstall(['left-pad@1.3.0'], { g: true })
+    const { logs } = await build(t, n)
+    assert.ok(logs.some((l) => /^\[2\/4\] RUN \(as root\) apt-get update/.test(l)), logs.join('\n'))
+    const s = await sandboxOf(n)
+    assert.equal((await s.commands.run('test -x /usr/games/cowsay && echo apt')).stdout, 'apt\n')
+    assert.equal((await s.commands.run('python3 -c "import tomli_w; print(tomli_w.dumps({\'a\': 1}).strip())"')).stdout, 'a = 1\n')
+    assert.equal((await s.commands.run('test -d "$(npm root -g)/left-pad" && echo npm')).stdout, 'npm\n')
   })
 
   test('buildInBackground and getBuildStatus', async () => {
@@ -338,10 +371,16 @@ describe('images from a registry', { skip: !process.env.E2E_REGISTRY_AUTH && 'no
     await assert.rejects(build(Template().fromImage('sandbar-test/no-such-image:1').runCmd('true'), nameOf('missing')), /manifest unknown|not found/)
   })
 
-  test('fromPythonImage maps to python:<version> on the mirror', async () => {
-    const n = nameOf('python')
-    await build(Template().fromPythonImage('3.12-test').runCmd('true'), n)
-    const s = await sandboxOf(n)
-    assert.equal(await sh(s, 'cat /etc/sandbar-test-image'), 'made by the template suites\n')
+  test('fromPythonImage, fromUbuntuImage and fromNodeImage map to their images on the mirror', async () => {
+    for (const [what, t] of [
+      ['python', Template().fromPythonImage('3.12-test')],
+      ['ubuntu', Template().fromUbuntuImage('test')],
+      ['node', Template().fromNodeImage('test')],
+    ]) {
+      const n = nameOf(what)
+      await build(t.runCmd('true'), n)
+      const s = await sandboxOf(n)
+      assert.equal(await sh(s, 'cat /etc/sandbar-test-image'), 'made by the template suites\n', what)
+    }
   })
 })
