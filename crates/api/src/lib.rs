@@ -66,6 +66,9 @@ pub struct ApiConfig {
     /// How long a cached build step, an uploaded file and the image root
     /// filesystems they need are kept after the last build used them.
     pub build_cache_retention: Duration,
+    /// Template builds one team may run at once (each has a build sandbox,
+    /// outside the team's sandbox limits).
+    pub max_builds_per_team: usize,
 }
 
 impl ApiConfig {
@@ -88,6 +91,7 @@ impl ApiConfig {
             build_files_dir: None,
             registry_mirrors: Vec::new(),
             build_cache_retention: Duration::from_secs(7 * 24 * 3600),
+            max_builds_per_team: 4,
         }
     }
 }
@@ -125,7 +129,8 @@ impl Api {
         store: Store,
         backend: Arc<dyn SandboxBackend>,
     ) -> Result<Self, ApiError> {
-        let builds = builds::Builds::new(config.build_files_dir.clone());
+        let builds =
+            builds::Builds::new(config.build_files_dir.clone(), config.max_builds_per_team);
         let shared = Arc::new(Shared {
             config,
             store,

@@ -157,6 +157,9 @@ pub struct ServeArgs {
     /// images are kept after the last build used them, in hours.
     #[arg(long, env = "SANDBAR_BUILD_CACHE_HOURS", default_value_t = 7 * 24)]
     pub build_cache_hours: u64,
+    /// Template builds one team may run at once (more answer 429).
+    #[arg(long, env = "SANDBAR_MAX_BUILDS_PER_TEAM", default_value_t = 4)]
+    pub max_builds_per_team: usize,
 }
 
 /// `100G`, `512M`, `1T` or plain bytes.
@@ -443,6 +446,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     api_config.build_files_dir = Some(data.build_files_dir());
     api_config.registry_mirrors = args.registry_mirrors.clone();
     api_config.build_cache_retention = Duration::from_secs(args.build_cache_hours * 3600);
+    api_config.max_builds_per_team = args.max_builds_per_team.max(1);
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
     let api = match Api::start(
         api_config,

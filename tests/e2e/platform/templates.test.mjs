@@ -216,6 +216,42 @@ describe('tags, background builds, failures', () => {
     }
   })
 
+  test('a team runs at most 4 builds at once; one more is told to wait', async () => {
+    const slow = (i) => Template().fromTemplate('base').runCmd(`sleep 3; echo ${i} # ${RUN_ID}`)
+    const running = []
+    for (let i = 0; i < 4; i++) {
+      const info = await Template.buildInBackground(slow(i), nameOf(`busy-${i}`))
+      made.push(info.templateId)
+      running.push(info)
+    }
+    // A fifth, asked for raw: 429 with Retry-After (the SDKs retry after it).
+    const r = await fetch(`${api}/v3/templates`, { method: 'POST', headers: auth, body: JSON.stringify({ name: nameOf('busy-4') }) })
+    const { templateID, buildID } = await r.json()
+    made.push(templateID)
+    const refused = await fetch(`${api}/v2/templates/${templateID}/builds/${buildID}`, {
+      method: 'POST', headers: auth, body: JSON.stringify({ fromTemplate: 'base', steps: [{ type: 'RUN', args: ['true'] }] }),
+    })
+    assert.equal(refused.status, 429)
+    assert.ok(Number(refused.headers.get('retry-after')) > 0, 'Retry-After')
+    assert.match((await refused.json()).message, /runs 4 template builds already/)
+    // Through the SDK it waits its turn: accepted once a build has ended.
+    const fifth = await Template.buildInBackground(slow(4), nameOf('busy-sdk'))
+    made.push(fifth.templateId)
+    const ended = await Promise.all(running.map(async (info) => (await Template.getBuildStatus(info)).status))
+    assert.ok(ended.some((st) => st === 'ready'), `accepted only after one of the four ended: ${ended}`)
+    running.push(fifth)
+    for (const info of running) {
+      for (let i = 0; i < 300; i++) {
+        const st = await Template.getBuildStatus(info)
+        if (st.status === 'ready' || st.status === 'error') {
+          assert.equal(st.status, 'ready')
+          break
+        }
+        await sleep(100)
+      }
+    }
+  })
+
   test('registries sandbar cannot log in to answer why', async () => {
     const t = Template().fromAWSRegistry('123456789012.dkr.ecr.us-east-1.amazonaws.com/app:1', {
       accessKeyId: 'AKIA0000000000000000', secretAccessKey: 'x', region: 'us-east-1',

@@ -43,21 +43,65 @@ const BUILD_DISK_MB: u64 = 10 * 1024;
 /// Log lines a failed build's reason carries.
 const TAIL: usize = 20;
 
-/// The builds' shared parts: where uploaded files are kept.
+/// The builds' shared parts: where uploaded files are kept, and how many
+/// builds each team runs (a build sandbox is outside the team's sandbox
+/// limits, so builds have a bound of their own).
 pub struct Builds {
     files: Option<files::BuildFiles>,
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
+    per_team: usize,
+}
+
+/// A team's place among its running builds, given back when dropped.
+pub struct Admission {
+    team: String,
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap();
+        if let Some(n) = running.get_mut(&self.team) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.team);
+            }
+        }
+    }
 }
 
 impl Builds {
-    /// `dir`: where `COPY` files are kept (`None`: builds are refused).
-    pub fn new(dir: Option<std::path::PathBuf>) -> Self {
+    /// `dir`: where `COPY` files are kept (`None`: builds are refused);
+    /// `per_team`: builds a team may run at once.
+    pub fn new(dir: Option<std::path::PathBuf>, per_team: usize) -> Self {
         Self {
             files: dir.map(files::BuildFiles::new),
+            running: Arc::default(),
+            per_team,
         }
     }
 
     pub fn files(&self) -> Option<&files::BuildFiles> {
         self.files.as_ref()
+    }
+
+    /// A place for one more build of `team`, unless it runs as many as it
+    /// may.
+    pub fn admit(&self, team: &str) -> Option<Admission> {
+        let mut running = self.running.lock().unwrap();
+        let n = running.entry(team.to_string()).or_default();
+        if *n >= self.per_team {
+            return None;
+        }
+        *n += 1;
+        Some(Admission {
+            team: team.to_string(),
+            running: self.running.clone(),
+        })
+    }
+
+    pub fn per_team(&self) -> usize {
+        self.per_team
     }
 }
 
@@ -189,8 +233,15 @@ async fn flush(state: &AppState, build_id: &str, log: &Logger) {
 
 /// Runs a build to its end (in the background: the SDK polls its status)
 /// and records the result.
-pub fn spawn(state: AppState, template: TemplateRecord, build: BuildRecord, plan: Plan) {
+pub fn spawn(
+    state: AppState,
+    template: TemplateRecord,
+    build: BuildRecord,
+    plan: Plan,
+    admission: Admission,
+) {
     tokio::spawn(async move {
+        let _admission = admission;
         let log = Logger::new();
         let flusher = tokio::spawn(flush_loop(state.clone(), build.id.clone(), log.clone()));
         let started = std::time::Instant::now();
@@ -700,4 +751,20 @@ pub fn copy_hashes(plan: &Plan) -> Vec<(usize, String)> {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_team_runs_at_most_its_share_of_builds() {
+        let b = Builds::new(None, 2);
+        let one = b.admit("t1").unwrap();
+        let _two = b.admit("t1").unwrap();
+        assert!(b.admit("t1").is_none(), "a third waits");
+        assert!(b.admit("t2").is_some(), "another team is not held up");
+        drop(one);
+        assert!(b.admit("t1").is_some(), "a place frees when a build ends");
+    }
 }

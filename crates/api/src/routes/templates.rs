@@ -307,13 +307,23 @@ pub async fn start_build(
             )));
         }
     }
+    let admission = state.builds.admit(&caller.team.id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "your team runs {} template builds already; start this one when one has finished",
+                state.builds.per_team()
+            ),
+        )
+        .with_header("retry-after", axum::http::HeaderValue::from_static("10"))
+    })?;
     if !state.store.start_build(&build.id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             format!("build '{build_id}' was started already"),
         ));
     }
-    crate::builds::spawn(state.clone(), template, build, plan);
+    crate::builds::spawn(state.clone(), template, build, plan, admission);
     Ok(StatusCode::ACCEPTED)
 }
 
