@@ -48,27 +48,12 @@ const TAIL: usize = 20;
 /// limits, so builds have a bound of their own).
 pub struct Builds {
     files: Option<files::BuildFiles>,
-    running: Arc<Mutex<BTreeMap<String, usize>>>,
+    running: crate::leases::Counted,
     per_team: usize,
 }
 
 /// A team's place among its running builds, given back when dropped.
-pub struct Admission {
-    team: String,
-    running: Arc<Mutex<BTreeMap<String, usize>>>,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let mut running = self.running.lock().unwrap();
-        if let Some(n) = running.get_mut(&self.team) {
-            *n -= 1;
-            if *n == 0 {
-                running.remove(&self.team);
-            }
-        }
-    }
-}
+pub type Admission = crate::leases::Lease;
 
 impl Builds {
     /// `dir`: where `COPY` files are kept (`None`: builds are refused);
@@ -76,7 +61,7 @@ impl Builds {
     pub fn new(dir: Option<std::path::PathBuf>, per_team: usize) -> Self {
         Self {
             files: dir.map(files::BuildFiles::new),
-            running: Arc::default(),
+            running: crate::leases::Counted::default(),
             per_team,
         }
     }
@@ -88,16 +73,7 @@ impl Builds {
     /// A place for one more build of `team`, unless it runs as many as it
     /// may.
     pub fn admit(&self, team: &str) -> Option<Admission> {
-        let mut running = self.running.lock().unwrap();
-        let n = running.entry(team.to_string()).or_default();
-        if *n >= self.per_team {
-            return None;
-        }
-        *n += 1;
-        Some(Admission {
-            team: team.to_string(),
-            running: self.running.clone(),
-        })
+        self.running.hold_below(team, self.per_team)
     }
 
     pub fn per_team(&self) -> usize {
