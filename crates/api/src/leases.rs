@@ -12,15 +12,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// Names with how many holders each has; a name goes when its last
-/// [`Lease`] does. Leases of layers and roots use it, and so do builds'
-/// places per team.
-#[derive(Default, Clone)]
-pub struct Counted {
+#[derive(Default)]
+pub struct Leases {
     held: Arc<Mutex<BTreeMap<String, usize>>>,
+    gate: RwLock<()>,
 }
 
-/// One hold on a name, given back when dropped.
+/// One name kept from the collection until dropped.
 pub struct Lease {
     name: String,
     held: Arc<Mutex<BTreeMap<String, usize>>>,
@@ -38,48 +36,23 @@ impl Drop for Lease {
     }
 }
 
-impl Counted {
-    pub fn hold(&self, name: &str) -> Lease {
-        self.hold_below(name, usize::MAX).expect("no bound")
-    }
-
-    /// A hold unless `name` has `bound` holders already.
-    pub fn hold_below(&self, name: &str, bound: usize) -> Option<Lease> {
-        let mut held = self.held.lock().unwrap();
-        let n = held.entry(name.to_string()).or_default();
-        if *n >= bound {
-            if *n == 0 {
-                held.remove(name);
-            }
-            return None;
-        }
-        *n += 1;
-        Some(Lease {
-            name: name.to_string(),
-            held: self.held.clone(),
-        })
-    }
-
-    /// Every name held now.
-    pub fn names(&self) -> Vec<String> {
-        self.held.lock().unwrap().keys().cloned().collect()
-    }
-}
-
-#[derive(Default)]
-pub struct Leases {
-    held: Counted,
-    gate: RwLock<()>,
-}
-
 impl Leases {
     pub fn hold(&self, name: &str) -> Lease {
-        self.held.hold(name)
+        *self
+            .held
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default() += 1;
+        Lease {
+            name: name.to_string(),
+            held: self.held.clone(),
+        }
     }
 
     /// Every name leased now.
     pub fn held(&self) -> Vec<String> {
-        self.held.names()
+        self.held.lock().unwrap().keys().cloned().collect()
     }
 
     /// Held while a layer is made and leased.
@@ -107,12 +80,5 @@ mod tests {
         assert_eq!(l.held(), ["x"]);
         drop(b);
         assert!(l.held().is_empty());
-        let c = Counted::default();
-        let one = c.hold_below("t", 1).unwrap();
-        assert!(c.hold_below("t", 1).is_none());
-        drop(one);
-        assert!(c.hold_below("t", 1).is_some());
-        assert!(c.hold_below("u", 0).is_none());
-        assert!(c.names().is_empty(), "a refused name is not left behind");
     }
 }

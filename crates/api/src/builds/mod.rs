@@ -48,12 +48,27 @@ const TAIL: usize = 20;
 /// limits, so builds have a bound of their own).
 pub struct Builds {
     files: Option<files::BuildFiles>,
-    running: crate::leases::Counted,
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
     per_team: usize,
 }
 
 /// A team's place among its running builds, given back when dropped.
-pub type Admission = crate::leases::Lease;
+pub struct Admission {
+    team: String,
+    running: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut running = self.running.lock().unwrap();
+        if let Some(n) = running.get_mut(&self.team) {
+            *n -= 1;
+            if *n == 0 {
+                running.remove(&self.team);
+            }
+        }
+    }
+}
 
 impl Builds {
     /// `dir`: where `COPY` files are kept (`None`: builds are refused);
@@ -61,7 +76,7 @@ impl Builds {
     pub fn new(dir: Option<std::path::PathBuf>, per_team: usize) -> Self {
         Self {
             files: dir.map(files::BuildFiles::new),
-            running: crate::leases::Counted::default(),
+            running: Arc::default(),
             per_team,
         }
     }
@@ -73,7 +88,16 @@ impl Builds {
     /// A place for one more build of `team`, unless it runs as many as it
     /// may.
     pub fn admit(&self, team: &str) -> Option<Admission> {
-        self.running.hold_below(team, self.per_team)
+        let mut running = self.running.lock().unwrap();
+        let n = running.entry(team.to_string()).or_default();
+        if *n >= self.per_team {
+            return None;
+        }
+        *n += 1;
+        Some(Admission {
+            team: team.to_string(),
+            running: self.running.clone(),
+        })
     }
 
     pub fn per_team(&self) -> usize {
