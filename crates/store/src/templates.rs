@@ -475,8 +475,15 @@ impl Store {
             .collect()
     }
 
-    /// Appends log lines to a build (numbered on from what it has).
-    pub async fn append_build_logs(&self, id: &str, logs: &[BuildLog]) -> Result<(), StoreError> {
+    /// Stores log lines of a build, numbered from `first` (the writer keeps
+    /// the count: reading it here would make the transaction a read that
+    /// upgrades to a write, which SQLite refuses under a concurrent writer).
+    pub async fn append_build_logs(
+        &self,
+        id: &str,
+        first: u64,
+        logs: &[BuildLog],
+    ) -> Result<(), StoreError> {
         if logs.is_empty() {
             return Ok(());
         }
@@ -485,21 +492,13 @@ impl Store {
             .begin()
             .await
             .map_err(query_err("starting a build log write"))?;
-        let next: i64 = sqlx::query(
-            "SELECT COALESCE(MAX(seq) + 1, 0) AS next FROM template_build_logs WHERE build_id = $1",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(query_err("numbering build logs"))?
-        .try_get("next")
-        .map_err(query_err("numbering build logs"))?;
+        let first = i64::try_from(first).unwrap_or(i64::MAX);
         for (i, log) in logs.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO template_build_logs (build_id, seq, ts, level, step, message) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(id)
-            .bind(next + i as i64)
+            .bind(first + i as i64)
             .bind(millis(log.at))
             .bind(&log.level)
             .bind(log.step.clone())
@@ -779,8 +778,8 @@ mod tests {
                 step: Some("1".into()),
                 message: "hello".into(),
             }];
-            s.append_build_logs(&b1.id, &logs).await.unwrap();
-            s.append_build_logs(&b1.id, &logs).await.unwrap();
+            s.append_build_logs(&b1.id, 0, &logs).await.unwrap();
+            s.append_build_logs(&b1.id, 1, &logs).await.unwrap();
             assert_eq!(s.build_logs(&b1.id, 0, 10).await.unwrap().len(), 2);
             assert_eq!(s.build_logs(&b1.id, 1, 10).await.unwrap().len(), 1);
             let cfg = serde_json::json!({"envs": {"A": "1"}});

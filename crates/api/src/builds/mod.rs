@@ -211,23 +211,57 @@ impl Logger {
         std::mem::take(&mut self.inner.lock().unwrap().pending)
     }
 
+    /// Lines a write could not store go back in front, for the next one.
+    fn put_back(&self, mut lines: Vec<BuildLog>) {
+        let mut inner = self.inner.lock().unwrap();
+        lines.append(&mut inner.pending);
+        inner.pending = lines;
+    }
+
     fn tail(&self) -> Vec<BuildLog> {
         self.inner.lock().unwrap().tail.clone()
     }
 }
 
-/// Writes a logger's lines to the store until it is dropped.
-async fn flush_loop(state: AppState, build_id: String, log: Logger) {
+/// Writes a logger's lines to the store every 200 ms until `stop`, then
+/// the rest.
+async fn flush_loop(
+    state: AppState,
+    build_id: String,
+    log: Logger,
+    written: Arc<tokio::sync::Mutex<u64>>,
+    stop: Arc<tokio::sync::Notify>,
+) {
     loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        flush(&state, &build_id, &log).await;
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => false,
+            _ = stop.notified() => true,
+        };
+        flush(&state, &build_id, &log, &written).await;
+        if stopping {
+            return;
+        }
     }
 }
 
-async fn flush(state: &AppState, build_id: &str, log: &Logger) {
+/// Stores what the logger holds, one writer at a time (the count of lines
+/// written numbers them); a failed write keeps the lines for the next.
+async fn flush(state: &AppState, build_id: &str, log: &Logger, written: &tokio::sync::Mutex<u64>) {
+    let mut written = written.lock().await;
     let lines = log.take();
-    if let Err(e) = state.store.append_build_logs(build_id, &lines).await {
-        tracing::warn!(build = %build_id, error = %e, "writing build logs");
+    if lines.is_empty() {
+        return;
+    }
+    match state
+        .store
+        .append_build_logs(build_id, *written, &lines)
+        .await
+    {
+        Ok(()) => *written += lines.len() as u64,
+        Err(e) => {
+            tracing::warn!(build = %build_id, error = %e, "writing build logs (kept for the next write)");
+            log.put_back(lines);
+        }
     }
 }
 
@@ -243,7 +277,15 @@ pub fn spawn(
     tokio::spawn(async move {
         let _admission = admission;
         let log = Logger::new();
-        let flusher = tokio::spawn(flush_loop(state.clone(), build.id.clone(), log.clone()));
+        let written = Arc::new(tokio::sync::Mutex::new(0u64));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let flusher = tokio::spawn(flush_loop(
+            state.clone(),
+            build.id.clone(),
+            log.clone(),
+            written.clone(),
+            stop.clone(),
+        ));
         let started = std::time::Instant::now();
         log.line(
             "info",
@@ -282,7 +324,7 @@ pub fn spawn(
         let recorded = match &result {
             Ok(made) => {
                 log.line("info", None, format!("Build finished in {secs:.2} s"));
-                flush(&state, &build.id, &log).await;
+                flush(&state, &build.id, &log, &written).await;
                 let config = serde_json::to_value(&made.settings).expect("settings serialize");
                 state
                     .store
@@ -296,7 +338,7 @@ pub fn spawn(
             }
             Err(f) => {
                 log.line("error", Some(&f.step), f.message.clone());
-                flush(&state, &build.id, &log).await;
+                flush(&state, &build.id, &log, &written).await;
                 let tail: Vec<_> = log
                     .tail()
                     .into_iter()
@@ -310,8 +352,9 @@ pub fn spawn(
                 state.store.fail_build(&build.id, &reason).await
             }
         };
-        flusher.abort();
-        flush(&state, &build.id, &log).await;
+        stop.notify_one();
+        let _ = flusher.await;
+        flush(&state, &build.id, &log, &written).await;
         drop(leases);
         if let Err(e) = recorded {
             tracing::error!(build = %build.id, error = %e, "recording a build's result");
