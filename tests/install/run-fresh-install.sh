@@ -113,6 +113,8 @@ unshare --mount --pid --fork --propagation private bash -euo pipefail -c '
       done
       check \"the PostgreSQL server is installed (test tools)\" sh -c \"ls /usr/lib/postgresql/*/bin/initdb\"
       check \"python3 can make a venv with pip (test tools)\" python3 -m venv /tmp/venv-check
+      check \"python3 makes bcrypt hashes (the password of the suites test registry)\" \
+        python3 -W ignore -c \"import crypt as c; assert c.crypt(chr(120), c.mksalt(c.METHOD_BLOWFISH)).startswith(chr(36) + chr(50))\"
       check \"the dashboard builds (scripts/build-web.sh: npm, TypeScript, Vite)\" \
         sh -c \"/opt/sandbar/scripts/build-web.sh && test -s /opt/sandbar/web/dist/index.html\"
     fi

@@ -785,7 +785,7 @@ pub async fn wait_ready(
     }
 }
 
-/// Whether a step kind is one this build runs (for the routes' checks).
+/// The files each `COPY` step of the plan needs: its number and the hash.
 pub fn copy_hashes(plan: &Plan) -> Vec<(usize, String)> {
     plan.steps
         .iter()

@@ -348,6 +348,15 @@ fn chain(parent: &str, parts: &[&[u8]]) -> String {
     hex::encode(h.finalize())
 }
 
+/// A template name or tag: lowercase letters, digits, `-`, `_` and `.`.
+pub fn part_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        })
+}
+
 /// Splits what a client names a template by into `(name, tag)`:
 /// `name`, `name:tag`, `team/name[:tag]` (the namespace must be the
 /// caller's team). Names are `[a-z0-9_-]` (and `.`), tags `[a-z0-9_.-]`.
@@ -366,14 +375,7 @@ pub fn name_and_tag(raw: &str, team: &str) -> Result<(String, Option<String>), S
         }
         None => path,
     };
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && s.bytes().all(|b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-            })
-    };
-    if !ok(name) || name.starts_with('.') || !tag.is_none_or(ok) {
+    if !part_ok(name) || name.starts_with('.') || !tag.is_none_or(part_ok) {
         return Err(format!(
             "template name '{raw}': names and tags are lowercase letters, digits, '-', '_' and '.'"
         ));

@@ -35,16 +35,8 @@ pub(crate) fn log_entry(l: &BuildLog) -> LogEntry {
     }
 }
 
-fn tag_ok(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 128
-        && t.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
-        })
-}
-
 fn check_tags(tags: &[String]) -> Result<(), ApiError> {
-    match tags.iter().find(|t| !tag_ok(t)) {
+    match tags.iter().find(|t| !plan::part_ok(t)) {
         Some(t) => Err(ApiError::bad_request(format!(
             "tag '{t}': tags are lowercase letters, digits, '-', '_' and '.'"
         ))),
