@@ -151,7 +151,7 @@ stop_server() {
     log "checking for leftovers of instance $instance"
     if leaks; then echo "nothing left behind"; else status=1; fi
   fi
-  if [[ $status -ne 0 && -s "$server_log" ]]; then
+  if [[ ( $status -ne 0 || -n "${E2E_KEEP_SERVER_LOG:-}" ) && -s "$server_log" ]]; then
     mkdir -p "$here/.deps" && cp "$server_log" "$here/.deps/platform-serve.log"
     echo "--- last lines of the server log (kept in tests/e2e/.deps/platform-serve.log)" >&2
     tail -n 40 "$server_log" >&2
@@ -185,6 +185,10 @@ done
 # shellcheck disable=SC1091
 source "$work/env.sh"
 export E2E_SANDBAR_ENV="$work/env.sh" E2E_TARGET=sandbar E2E_CODE_INTERPRETER=1
+# Whether the server can carry processes (the criu it runs, checked as it
+# checks it): the persistence tests then expect them in snapshots and forks
+# rather than accepting a boot on the files.
+if /usr/local/sbin/criu check >/dev/null 2>&1; then export E2E_CRIU=1; else export E2E_CRIU=0; fi
 # A second team (isolation) and a team with a limit of one sandbox (quotas).
 "$sandbar" --data-dir "$data" teams create e2e-other >/dev/null
 "$sandbar" --data-dir "$data" teams create e2e-small --max-sandboxes 1 --max-lifetime 3600 >/dev/null

@@ -61,9 +61,18 @@ pub(crate) fn fingerprint(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
+/// The directory in [`run_dir`] of the restores' stages
+/// ([`crate::checkpoint::stage_dir`]), removed with the binaries.
+pub(crate) const STAGES: &str = "restore";
+
+/// The runtime's directory of `instance` for what lives only while it runs.
+pub(crate) fn run_dir(instance: &str) -> PathBuf {
+    PathBuf::from("/run/sandbar").join(instance)
+}
+
 /// Where the tmpfs of `instance` is mounted.
 pub(crate) fn dir_of(instance: &str) -> PathBuf {
-    PathBuf::from("/run/sandbar").join(instance).join("bin")
+    run_dir(instance).join("bin")
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -152,6 +161,7 @@ pub(crate) fn remove(dir: &Path) {
     while umount2(dir, MntFlags::MNT_DETACH).is_ok() {}
     let _ = std::fs::remove_dir(dir);
     if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent.join(STAGES));
         let _ = std::fs::remove_dir(parent);
     }
 }

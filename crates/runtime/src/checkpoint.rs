@@ -158,11 +158,11 @@ pub(crate) struct Dump<'a> {
 pub(crate) struct Restore<'a> {
     pub images: &'a Path,
     pub work_dir: &'a Path,
-    /// Empty directories on the host: mount points in criu's own mount
-    /// namespace for the root overlay, `/dev` and `/sys`.
-    pub root: &'a Path,
-    pub dev: &'a Path,
-    pub sys: &'a Path,
+    /// An empty directory on the host ([`stage_dir`]) where criu's own
+    /// mount namespace gets a tmpfs holding the root overlay, `/dev`,
+    /// `/sys` and the boot id: the paths criu opens from inside the
+    /// restored user namespace, see [`stage_dir`].
+    pub stage: &'a Path,
     /// The overlay: lower layers top first, the writable layer's dirs.
     pub lowers: &'a [PathBuf],
     pub upper: &'a Path,
@@ -172,6 +172,7 @@ pub(crate) struct Restore<'a> {
     pub cgroup_join: &'a [PathBuf],
     pub envd: &'a Path,
     pub interpreter: Option<&'a Path>,
+    /// The boot id file (bound over the sandbox's, read through the stage).
     pub boot_id: &'a Path,
     /// The write end of envd's new log pipe, and the old pipe's key.
     pub log_write: &'a OwnedFd,
@@ -280,6 +281,12 @@ impl Criu {
             _ => {}
         }
         let _ = std::fs::remove_file(r.work_dir.join(RESTORE_LOG));
+        let (root, dev, sys_dir, boot_id) = (
+            r.stage.join("root"),
+            r.stage.join("dev"),
+            r.stage.join("sys"),
+            r.stage.join("bootid"),
+        );
         let mut args: Vec<String> = vec![
             "restore".into(),
             "-D".into(),
@@ -289,7 +296,7 @@ impl Criu {
             "-o".into(),
             RESTORE_LOG.into(),
             "--root".into(),
-            path_arg(r.root)?,
+            path_arg(&root)?,
             "--tcp-close".into(),
             "--file-locks".into(),
             "--manage-cgroups=ignore".into(),
@@ -302,9 +309,9 @@ impl Criu {
         ];
         let mut sources = vec![
             ("envd", r.envd),
-            ("dev", r.dev),
-            ("sys", r.sys),
-            ("bootid", r.boot_id),
+            ("dev", dev.as_path()),
+            ("sys", sys_dir.as_path()),
+            ("bootid", boot_id.as_path()),
         ];
         if let Some(i) = r.interpreter {
             sources.push(("interpreter", i));
@@ -359,6 +366,33 @@ impl Criu {
             Step::Unshare(libc::CLONE_NEWNS),
         );
         plan.push("make / private", Step::MakePrivate);
+        plan.push(
+            "mount the stage",
+            Step::Mount {
+                src: s("tmpfs"),
+                target: c(r.stage)?,
+                fstype: s("tmpfs"),
+                flags: libc::MS_NOSUID | libc::MS_NODEV,
+                data: Some(s("mode=0755,size=64k")),
+            },
+        );
+        for d in [&root, &dev, &sys_dir] {
+            plan.push("make a mount point on the stage", Step::Mkdir(c(d)?));
+        }
+        plan.push(
+            "make the boot id's mount point",
+            Step::CreateFile(c(&boot_id)?),
+        );
+        plan.push(
+            "bind the boot id",
+            Step::Mount {
+                src: c(r.boot_id)?,
+                target: c(&boot_id)?,
+                fstype: s("none"),
+                flags: libc::MS_BIND,
+                data: None,
+            },
+        );
         for (layer, slot) in layers.iter().zip(&slots) {
             plan.push(
                 "open a layer",
@@ -372,7 +406,7 @@ impl Criu {
             "mount the root overlay",
             Step::Mount {
                 src: s("overlay"),
-                target: c(r.root)?,
+                target: c(&root)?,
                 fstype: s("overlay"),
                 flags: 0,
                 data: Some(s(&overlay)),
@@ -383,14 +417,14 @@ impl Criu {
             "mount /dev",
             Step::Mount {
                 src: s("tmpfs"),
-                target: c(r.dev)?,
+                target: c(&dev)?,
                 fstype: s("tmpfs"),
                 flags: libc::MS_NOSUID | libc::MS_NOEXEC,
                 data: Some(s("mode=0755,size=64k")),
             },
         );
         for &(name, major, minor) in DEV_NODES {
-            let path = c(&r.dev.join(name))?;
+            let path = c(&dev.join(name))?;
             plan.push(
                 "make a device node",
                 Step::Mknod {
@@ -405,19 +439,19 @@ impl Criu {
                 "make a /dev symlink",
                 Step::Symlink {
                     target: s(target),
-                    link: c(&r.dev.join(link))?,
+                    link: c(&dev.join(link))?,
                 },
             );
         }
         for d in ["pts", "shm"] {
-            plan.push("make a /dev directory", Step::Mkdir(c(&r.dev.join(d))?));
+            plan.push("make a /dev directory", Step::Mkdir(c(&dev.join(d))?));
         }
-        plan.push("chown /dev", Step::Lchown(c(r.dev)?, r.uid_base));
+        plan.push("chown /dev", Step::Lchown(c(&dev)?, r.uid_base));
         plan.push(
             "mount /sys",
             Step::Mount {
                 src: s("sysfs"),
-                target: c(r.sys)?,
+                target: c(&sys_dir)?,
                 fstype: s("sysfs"),
                 flags: libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
                 data: None,
@@ -428,8 +462,12 @@ impl Criu {
             Step::KeepOpen(r.log_write.as_raw_fd()),
         );
 
+        std::fs::create_dir_all(r.stage)
+            .map_err(|e| format!("create {}: {e}", r.stage.display()))?;
         let ran = self.run(&args, plan, r.work_dir, RESTORE_LOG);
         drop(slots);
+        // Its mounts went with criu's mount namespace: an empty directory.
+        let _ = std::fs::remove_dir(r.stage);
         ran?;
         let pid =
             std::fs::read_to_string(&pidfile).map_err(|e| format!("criu wrote no pidfile: {e}"))?;
@@ -478,6 +516,21 @@ impl Criu {
         }
         Err(failure(&out, &work_dir.join(log)))
     }
+}
+
+/// The stage of a restore of sandbox `id` of `instance`: below the runtime
+/// directory, whose every parent anyone may search. Part of a restore runs
+/// inside the restored user namespace, as its root (a host uid of the
+/// sandbox range) without any power over host files, and opens the sources
+/// of the external mounts by path from there (mount-v2's `open_tree`): a
+/// path below a data dir under a directory only host root may search (a
+/// `mktemp -d`, `/root`) fails with "Permission denied". The stage holds
+/// nothing on the host: its tmpfs is in criu's mount namespace only, and
+/// [`Criu::restore`] removes the directory.
+pub(crate) fn stage_dir(instance: &str, id: &str) -> PathBuf {
+    crate::binaries::run_dir(instance)
+        .join(crate::binaries::STAGES)
+        .join(id)
 }
 
 /// The sandbox mounts criu takes as external: (path inside, key).
@@ -622,6 +675,8 @@ enum Step {
     },
     /// A directory, mode 0755.
     Mkdir(CString),
+    /// An empty file, mode 0644 (a mount point for a file).
+    CreateFile(CString),
     Symlink {
         target: CString,
         link: CString,
@@ -726,6 +781,18 @@ impl Step {
                 ok(libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, *dev))
             }
             Step::Mkdir(path) => ok(libc::mkdir(path.as_ptr(), 0o755)),
+            Step::CreateFile(path) => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                    0o644,
+                );
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            }
             Step::Symlink { target, link } => ok(libc::symlink(target.as_ptr(), link.as_ptr())),
             Step::Lchown(path, id) => ok(libc::lchown(path.as_ptr(), *id, *id)),
             Step::WriteFile(path, data) => {

@@ -12,6 +12,15 @@ after(killAll)
 
 const bootId = async (s) => (await s.commands.run('cat /proc/sys/kernel/random/boot_id')).stdout.trim()
 const read = async (s, path) => (await s.commands.run(`cat ${path}`)).stdout
+/** The server carries processes in snapshots and forks (criu works there). */
+const CRIU = process.env.E2E_CRIU === '1'
+/** Starts a background process (a python that sleeps) and waits until it runs. */
+async function startKeeper(s) {
+  await s.commands.run(`python3 -c "import time; open('/tmp/keeper','w').write('up'); time.sleep(10**6)"`, { background: true })
+  await s.commands.run('for i in $(seq 100); do [ -s /tmp/keeper ] && exit 0; sleep 0.05; done; exit 1')
+}
+/** 'alive' when the keeper runs in `s` ([.]: the asking shell's own line must not match). */
+const keeper = async (s) => (await s.commands.run('pgrep -f "time[.]sleep" >/dev/null && echo alive || echo none')).stdout.trim()
 
 /** Waits until the API shows the sandbox in `state`. */
 async function waitForState(id, state, timeoutMs = 30_000) {
@@ -73,6 +82,7 @@ describe('snapshots and forks', () => {
     const src = await create()
     await src.files.write('/home/user/state.txt', 'v1')
     await src.commands.run('mkdir -p /home/user/tree && seq 1 1000 > /home/user/tree/numbers')
+    await startKeeper(src)
     const snap = await src.createSnapshot()
     assert.ok(snap.snapshotId, JSON.stringify(snap))
     assert.equal((await Sandbox.getInfo(src.sandboxId)).state, 'running')
@@ -86,6 +96,7 @@ describe('snapshots and forks', () => {
     for (const kid of kids) {
       assert.equal(await read(kid, '/home/user/state.txt'), 'v1')
       assert.equal((await kid.commands.run('wc -l < /home/user/tree/numbers')).stdout, '1000\n')
+      assert.equal(await keeper(kid), CRIU ? 'alive' : 'none', CRIU ? "criu works here: the snapshot's processes come along" : 'without criu a snapshot keeps files only')
     }
     await kids[0].files.write('/home/user/state.txt', 'mine')
     assert.equal(await read(kids[1], '/home/user/state.txt'), 'v1', 'each is independent')
@@ -117,6 +128,7 @@ describe('snapshots and forks', () => {
   test('fork x3 inherits the files; each fork is a sandbox of its own', async () => {
     const src = await create({ envs: { FROM: 'the source' } })
     await src.files.write('/home/user/forked.txt', 'inherited')
+    await startKeeper(src)
     const forks = await src.fork({ count: 3, timeoutMs: 60_000 })
     assert.equal(forks.length, 3)
     const ids = new Set()
@@ -125,6 +137,7 @@ describe('snapshots and forks', () => {
       ids.add(f.sandboxId)
       assert.equal(await read(f, '/home/user/forked.txt'), 'inherited')
       assert.equal((await f.commands.run('echo $FROM')).stdout, 'the source\n', 'env vars come along')
+      assert.equal(await keeper(f), CRIU ? 'alive' : 'none', CRIU ? "criu works here: a fork has the source's processes" : 'without criu a fork has files only')
     }
     assert.equal(ids.size, 3)
     assert.ok(!ids.has(src.sandboxId))

@@ -197,10 +197,8 @@ impl Runtime {
         if !dir.exists() {
             partial.dir = Some(dir.clone());
         }
-        for sub in ["root", "dev", "sys", "criu"] {
-            std::fs::create_dir_all(dir.join(sub))
-                .map_err(io(format!("create {}", dir.join(sub).display())))?;
-        }
+        std::fs::create_dir_all(dir.join("criu"))
+            .map_err(io(format!("create {}", dir.join("criu").display())))?;
         let store = self.layers()?;
         let writable = match (fresh, store.writable(&spec.id)) {
             (false, Some(w)) => w,
@@ -275,13 +273,12 @@ impl Runtime {
             let join = cgroup.join_files();
             let log_pipe = meta.log_pipe.clone();
             let uid_base = self.config.uid_base;
+            let stage = checkpoint::stage_dir(&self.config.instance, &spec.id);
             tokio::task::spawn_blocking(move || {
                 let pid = criu.restore(&checkpoint::Restore {
                     images: &images,
                     work_dir: &dir.join("criu"),
-                    root: &dir.join("root"),
-                    dev: &dir.join("dev"),
-                    sys: &dir.join("sys"),
+                    stage: &stage,
                     lowers: &lowers,
                     upper: &upper,
                     work: &work,
