@@ -168,12 +168,12 @@ log "starting the test registries (an image of a bare Debian 12)"
 registries_start "$work" || die "the test registries did not start"
 export E2E_REGISTRY_AUTH="$REGISTRY_AUTH" E2E_REGISTRY_USER="$REGISTRY_USER" E2E_REGISTRY_PASSWORD="$REGISTRY_PASSWORD"
 log "starting sandbar: instance $instance, subnet $subnet, API :$api_port, HTTPS :$https_port"
-"$sandbar" --data-dir "$data" --templates-dir "$templates" serve \
-  --instance "$instance" --subnet "$subnet" \
-  --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port" \
-  --envd "$envd" --interpreter "$interpreter" --public-range "$(registry_public_ranges),$egress_net" \
-  --dns-upstream "127.0.0.1:$egress_dns_port" \
-  --registry-mirror "docker.io=http://$REGISTRY_OPEN,$REGISTRY_AUTH=http://$REGISTRY_AUTH" >"$server_log" 2>&1 &
+serve_args=(--instance "$instance" --subnet "$subnet"
+  --api-listen "127.0.0.1:$api_port" --https-listen "127.0.0.1:$https_port" --http-listen "127.0.0.1:$http_port"
+  --envd "$envd" --interpreter "$interpreter" --public-range "$(registry_public_ranges),$egress_net"
+  --dns-upstream "127.0.0.1:$egress_dns_port"
+  --registry-mirror "docker.io=http://$REGISTRY_OPEN,$REGISTRY_AUTH=http://$REGISTRY_AUTH")
+"$sandbar" --data-dir "$data" --templates-dir "$templates" serve "${serve_args[@]}" >"$server_log" 2>&1 &
 server_pid=$!
 for _ in $(seq 300); do
   kill -0 "$server_pid" 2>/dev/null || die "sandbar exited at start: $(tail -n 20 "$server_log")"
@@ -218,6 +218,28 @@ if [[ " $suites " == *" cli "* ]]; then
     if "$@"; then echo "ok - $what"; else echo "not ok - $what"; status=1; fi
   }
   sb=("$sandbar" --data-dir "$data")
+  # doctor, with the flags the server runs with: this host can run it, and
+  # the ports are the running server's; then a port held by another
+  # program is a problem with its holder and the fix.
+  doctor_out="$("$sandbar" --data-dir "$data" --templates-dir "$templates" doctor "${serve_args[@]}" 2>&1)" && code=0 || code=$?
+  cli_check "doctor finds no problem on this host with the suite's flags" \
+    bash -c '[[ $1 == 0 ]] && grep -q "^no problems found" <<<"$2"' _ "$code" "$doctor_out"
+  cli_check "doctor checks root, user namespaces, cgroups, nftables, forwarding, the domain and the disk" \
+    bash -c 'for w in "root" "user namespaces" "cgroup" "nftables" "forwarding" "resolves" "free for"; do grep -qi "^  ok  .*$w" <<<"$1" || { echo "no ok line about $w"; exit 1; }; done' _ "$doctor_out"
+  cli_check "doctor knows the running server's ports" \
+    grep -q "^  ok    HTTPS (edge proxy) port 127.0.0.1:$https_port is served by the running sandbar" <<<"$doctor_out"
+  held_port="$(free_port)"
+  python3 -c 'import socket, sys, time; s = socket.socket(); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); time.sleep(120)' "$held_port" &
+  holder=$!
+  for _ in $(seq 50); do [[ -n "$(ss -Htln "sport = :$held_port")" ]] && break; sleep 0.1; done
+  held_args=("${serve_args[@]}")
+  for i in "${!held_args[@]}"; do
+    [[ ${held_args[$i]} == --https-listen ]] && held_args[i+1]="127.0.0.1:$held_port"
+  done
+  doctor_out="$("$sandbar" --data-dir "$data" --templates-dir "$templates" doctor "${held_args[@]}" 2>&1)" && code=0 || code=$?
+  kill "$holder"; wait "$holder" 2>/dev/null || true
+  cli_check "doctor: a port held by another program fails, naming it and the fix" \
+    bash -c '[[ $1 == 1 ]] && grep -q "^  FAIL  HTTPS (edge proxy) port 127.0.0.1:$3 is in use by python3 (pid $4)" <<<"$2" && grep -q "fix: stop it .* --https-listen" <<<"$2" && grep -q "^1 problem found" <<<"$2" || { echo "exit $1"; sed "s/^/    /" <<<"$2"; exit 1; }' _ "$code" "$doctor_out" "$held_port" "$holder"
   id="$("${sb[@]}" sandbox create -m cli=yes -e GREETING=hi)" || id=""
   cli_check "sandbox create prints an id" grep -Eq '^[a-z0-9]{20}$' <<<"$id"
   cli_check "sandbox ls shows it" grep -q "$id .*cli=yes" <<<"$("${sb[@]}" sandbox ls)"
@@ -225,6 +247,12 @@ if [[ " $suites " == *" cli "* ]]; then
     test "$("${sb[@]}" sandbox exec "$id" 'echo "$GREETING $(whoami)"')" == "hi user"
   "${sb[@]}" sandbox exec "$id" 'exit 7' && code=0 || code=$?
   cli_check "sandbox exec exits with the command's status" test "$code" == 7
+  "${sb[@]}" sandbox exec "$id" 'getent hosts allowed.e2e.test >/dev/null || true' >/dev/null
+  cli_check "sandbox logs shows the egress log: the name asked, its verdict and answer" \
+    grep -q " dns allowed.e2e.test A: allowed -> " <<<"$("${sb[@]}" sandbox logs "$id")"
+  cli_check "sandbox logs --json is one JSON object per entry" \
+    python3 -c 'import json, sys; rows = [json.loads(l) for l in sys.stdin]; sys.exit(not any("allowed.e2e.test" in r["message"] for r in rows))' \
+    < <("${sb[@]}" sandbox logs "$id" --json)
   cli_check "sandbox ls --json is one JSON object per sandbox" \
     python3 -c 'import json, sys; rows = [json.loads(l) for l in sys.stdin]; sys.exit(not any(r["sandboxID"] == sys.argv[1] for r in rows))' "$id" \
     < <("${sb[@]}" sandbox ls --json)

@@ -22,7 +22,7 @@ pub async fn create(store: &Store, name: &str, team: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn list(store: &Store) -> Result<()> {
+pub async fn list(store: &Store, json: bool) -> Result<()> {
     let teams = store.list_teams().await?;
     let team_name = |id: &str| {
         teams
@@ -31,6 +31,21 @@ pub async fn list(store: &Store) -> Result<()> {
             .map(|t| t.name.clone())
             .unwrap_or_else(|| id.to_string())
     };
+    if json {
+        for k in store.list_api_keys().await? {
+            let row = serde_json::json!({
+                "id": k.id,
+                "prefix": k.prefix,
+                "name": k.name,
+                "team": team_name(&k.team_id),
+                "teamID": k.team_id,
+                "createdAt": k.created_at,
+                "revokedAt": k.revoked_at,
+            });
+            println!("{row}");
+        }
+        return Ok(());
+    }
     println!(
         "{:<18} {:<12} {:<20} {:<16} {:<25} STATUS",
         "ID", "PREFIX", "NAME", "TEAM", "CREATED"
@@ -144,7 +159,26 @@ fn describe(l: &TeamLimits) -> String {
     }
 }
 
-pub async fn team_list(store: &Store) -> Result<()> {
+pub async fn team_list(store: &Store, json: bool) -> Result<()> {
+    if json {
+        for t in store.list_teams().await? {
+            let l = &t.limits;
+            let row = serde_json::json!({
+                "id": t.id,
+                "name": t.name,
+                "createdAt": t.created_at,
+                "limits": {
+                    "maxSandboxes": l.max_sandboxes,
+                    "maxMemoryMB": l.max_memory_mb,
+                    "maxCpus": l.max_cpus,
+                    "maxLifetimeSecs": l.max_lifetime_secs,
+                    "maxCreatesPerMinute": l.max_creates_per_minute,
+                },
+            });
+            println!("{row}");
+        }
+        return Ok(());
+    }
     println!("{:<18} {:<20} {:<25} LIMITS", "ID", "NAME", "CREATED");
     for t in store.list_teams().await? {
         println!(

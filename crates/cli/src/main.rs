@@ -99,11 +99,14 @@ enum KeysCommand {
         #[arg(long, default_value = sandbar_store::DEFAULT_TEAM)]
         team: String,
     },
-    List,
-    /// Revoke by id or by the prefix shown in `keys list`.
-    Revoke {
-        id: String,
+    #[command(alias = "ls")]
+    List {
+        /// One JSON object per key.
+        #[arg(long)]
+        json: bool,
     },
+    /// Revoke by id or by the prefix shown in `keys list`.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,7 +118,11 @@ enum TeamsCommand {
         limits: keys_cmd::LimitArgs,
     },
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        /// One JSON object per team.
+        #[arg(long)]
+        json: bool,
+    },
     /// Change a team's limits (the ones given; 0 removes a limit).
     Set {
         name: String,
@@ -235,7 +242,11 @@ enum TemplateCommand {
     },
     /// The built-in templates here, and your team's on the server.
     #[command(alias = "list")]
-    Ls,
+    Ls {
+        /// One JSON object per template.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove one of your team's templates.
     Rm { name: String },
     /// List a template's tags; `--add` points tags at the build `--from`
@@ -248,6 +259,9 @@ enum TemplateCommand {
         from: String,
         #[arg(long = "rm", value_delimiter = ',')]
         remove: Vec<String>,
+        /// The tags as one JSON object each.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -340,7 +354,7 @@ fn run(cli: Cli) -> Result<()> {
                     } => {
                         keys_cmd::create(&store, name.as_deref().unwrap_or(&name_arg), &team).await
                     }
-                    KeysCommand::List => keys_cmd::list(&store).await,
+                    KeysCommand::List { json } => keys_cmd::list(&store, json).await,
                     KeysCommand::Revoke { id } => keys_cmd::revoke(&store, &id).await,
                 }
             }
@@ -350,7 +364,7 @@ fn run(cli: Cli) -> Result<()> {
                     TeamsCommand::Create { name, limits } => {
                         keys_cmd::team_create(&store, &name, &limits).await
                     }
-                    TeamsCommand::Ls => keys_cmd::team_list(&store).await,
+                    TeamsCommand::Ls { json } => keys_cmd::team_list(&store, json).await,
                     TeamsCommand::Set { name, limits } => {
                         keys_cmd::team_set(&store, &name, &limits).await
                     }
@@ -441,9 +455,9 @@ fn run(cli: Cli) -> Result<()> {
                         .await
                     }
                 }
-                TemplateCommand::Ls => {
+                TemplateCommand::Ls { json } => {
                     let api = api_client(&data).ok();
-                    template_cmd::list_all(&data, api.as_ref()).await
+                    template_cmd::list_all(&data, api.as_ref(), json).await
                 }
                 TemplateCommand::Rm { name } => {
                     template_cmd::remove(&api_client(&data)?, &name).await
@@ -453,7 +467,10 @@ fn run(cli: Cli) -> Result<()> {
                     add,
                     from,
                     remove,
-                } => template_cmd::tags(&api_client(&data)?, &name, &add, &from, &remove).await,
+                    json,
+                } => {
+                    template_cmd::tags(&api_client(&data)?, &name, &add, &from, &remove, json).await
+                }
             },
         }
     })

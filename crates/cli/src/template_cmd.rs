@@ -47,8 +47,20 @@ pub async fn build(data: &DataDir, name: &str, uid_base: u32) -> Result<()> {
     }
 }
 
-pub fn list(data: &DataDir) -> Result<()> {
+pub fn list(data: &DataDir, json: bool) -> Result<()> {
     let store = TemplateStore::open(data.templates_dir()).context("opening the template store")?;
+    if json {
+        for t in store.list()? {
+            let row = serde_json::json!({
+                "name": t.name,
+                "kind": "built-in",
+                "builtAt": t.built_at,
+                "description": t.description,
+            });
+            println!("{row}");
+        }
+        return Ok(());
+    }
     println!("{:<30} {:<22} DESCRIPTION", "NAME", "BUILT");
     for t in store.list()? {
         println!(
@@ -335,8 +347,12 @@ pub async fn build_remote(api: &crate::api_client::ApiClient, b: &RemoteBuild<'_
 
 /// `template ls`: the built-in templates of this host, and the team's own
 /// from the server when it runs.
-pub async fn list_all(data: &DataDir, api: Option<&crate::api_client::ApiClient>) -> Result<()> {
-    list(data)?;
+pub async fn list_all(
+    data: &DataDir,
+    api: Option<&crate::api_client::ApiClient>,
+    json: bool,
+) -> Result<()> {
+    list(data, json)?;
     let Some(api) = api else {
         return Ok(());
     };
@@ -347,6 +363,15 @@ pub async fn list_all(data: &DataDir, api: Option<&crate::api_client::ApiClient>
             return Ok(());
         }
     };
+    if json {
+        // The server's own entries (`GET /templates`), marked as the team's.
+        for t in templates.as_array().into_iter().flatten() {
+            let mut row = t.clone();
+            row["kind"] = "team".into();
+            println!("{row}");
+        }
+        return Ok(());
+    }
     println!();
     println!(
         "{:<30} {:<22} {:<8} {:<8} TEMPLATE ID",
@@ -379,13 +404,15 @@ pub async fn remove(api: &crate::api_client::ApiClient, name: &str) -> Result<()
 }
 
 /// `template tags`: lists a template's tags; `--add` points tags at the
-/// build `name:from` names, `--rm` removes tags.
+/// build `name:from` names, `--rm` removes tags (said on stderr: stdout is
+/// the listing, in `--json` too).
 pub async fn tags(
     api: &crate::api_client::ApiClient,
     name: &str,
     add: &[String],
     from: &str,
     rm: &[String],
+    json: bool,
 ) -> Result<()> {
     use serde_json::json;
     if !add.is_empty() {
@@ -396,7 +423,7 @@ pub async fn tags(
                 Some(json!({"target": format!("{name}:{from}"), "tags": add})),
             )
             .await?;
-        println!(
+        eprintln!(
             "tagged build {} as {}",
             r["buildID"].as_str().unwrap_or_default(),
             add.join(", ")
@@ -409,11 +436,17 @@ pub async fn tags(
             Some(json!({"name": name, "tags": rm})),
         )
         .await?;
-        println!("removed {}", rm.join(", "));
+        eprintln!("removed {}", rm.join(", "));
     }
     let (_, list) = api
         .call(hyper::Method::GET, &format!("/templates/{name}/tags"), None)
         .await?;
+    if json {
+        for t in list.as_array().into_iter().flatten() {
+            println!("{t}");
+        }
+        return Ok(());
+    }
     println!("{:<20} {:<38} ASSIGNED", "TAG", "BUILD");
     for t in list.as_array().into_iter().flatten() {
         println!(
