@@ -22,6 +22,7 @@ mod routes;
 mod sampler;
 pub mod telemetry;
 mod timeouts;
+mod wake_gate;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,6 +70,9 @@ pub struct ApiConfig {
     /// Template builds one team may run at once (each has a build sandbox,
     /// outside the team's sandbox limits).
     pub max_builds_per_team: usize,
+    /// The node's data directory: `/metrics` shows its filesystem's size
+    /// and free space as the node's disk (`None`: not shown).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -92,6 +96,7 @@ impl ApiConfig {
             registry_mirrors: Vec::new(),
             build_cache_retention: Duration::from_secs(7 * 24 * 3600),
             max_builds_per_team: 4,
+            data_dir: None,
         }
     }
 }
@@ -170,6 +175,18 @@ impl Api {
             sampler,
             events,
             build_sweeper,
+        })
+    }
+
+    /// The edge proxy's catalog: `node`'s, with auto-resume bound by the
+    /// sandbox's team limits (see `wake_gate`).
+    pub fn proxy_catalog(
+        &self,
+        node: Arc<dyn sandbar_runtime::Catalog>,
+    ) -> Arc<dyn sandbar_runtime::Catalog> {
+        Arc::new(wake_gate::WakeGate {
+            inner: node,
+            state: self.shared.clone(),
         })
     }
 

@@ -81,6 +81,32 @@ impl Quotas {
         claim: Claim,
         lifetime: Duration,
     ) -> Result<Reservation, ApiError> {
+        self.reserve(store, team, claim, lifetime, true).await
+    }
+
+    /// Checks a paused sandbox of `claim` that would run again for
+    /// `lifetime` against `team`'s limits and reserves its place: a paused
+    /// sandbox holds none, so resuming one is bound by the same limits as a
+    /// create (else pause, create, resume goes past them), less the create
+    /// rate.
+    pub async fn admit_resume(
+        &self,
+        store: &Store,
+        team: &Team,
+        claim: Claim,
+        lifetime: Duration,
+    ) -> Result<Reservation, ApiError> {
+        self.reserve(store, team, claim, lifetime, false).await
+    }
+
+    async fn reserve(
+        &self,
+        store: &Store,
+        team: &Team,
+        claim: Claim,
+        lifetime: Duration,
+        rated: bool,
+    ) -> Result<Reservation, ApiError> {
         let limits = &team.limits;
         check_lifetime(team, lifetime)?;
         if limits.is_unlimited() {
@@ -88,7 +114,7 @@ impl Quotas {
         }
         let state = self.state_of(&team.id);
         let mut s = state.lock().await;
-        if let Some(per_minute) = limits.max_creates_per_minute {
+        if let Some(per_minute) = limits.max_creates_per_minute.filter(|_| rated) {
             let capacity = per_minute as f64;
             let now = Instant::now();
             let (tokens, at) = s.bucket.unwrap_or((capacity, now));

@@ -78,8 +78,11 @@ pub(crate) fn sampled(n: usize, took: Duration) {
     }
 }
 
-/// What this node has, as gauges set at scrape time.
-fn node_capacity() {
+/// What this node has, as gauges set at scrape time: memory, CPUs, the
+/// data directory's filesystem, and the sandboxes it runs. The node has no
+/// configured maximum of sandboxes (its subnet bounds them), so none is
+/// shown.
+fn node_capacity(state: &AppState) {
     if let Ok(text) = std::fs::read_to_string("/proc/meminfo") {
         for (field, name) in [
             ("MemTotal:", "sandbar_node_memory_total_bytes"),
@@ -97,6 +100,33 @@ fn node_capacity() {
     if let Ok(n) = std::thread::available_parallelism() {
         metrics::gauge!("sandbar_node_cpus").set(n.get() as f64);
     }
+    if let Some(dir) = &state.config.data_dir {
+        match nix::sys::statvfs::statvfs(dir) {
+            Ok(fs) => {
+                let block = fs.fragment_size() as f64;
+                metrics::gauge!("sandbar_node_disk_total_bytes").set(fs.blocks() as f64 * block);
+                metrics::gauge!("sandbar_node_disk_available_bytes")
+                    .set(fs.blocks_available() as f64 * block);
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "statvfs of the data directory")
+            }
+        }
+    }
+    // What the node itself runs (build sandboxes too), not the store's
+    // records (`sandbar_sandboxes`).
+    let running = state
+        .backend
+        .held()
+        .iter()
+        .filter(|(_, s)| {
+            matches!(
+                s,
+                sandbar_runtime::State::Running | sandbar_runtime::State::Snapshotting
+            )
+        })
+        .count();
+    metrics::gauge!("sandbar_node_sandboxes_running").set(running as f64);
 }
 
 /// `GET /metrics`: the Prometheus text format. Only the operator's team
@@ -137,7 +167,7 @@ pub(crate) async fn scrape(
         metrics::gauge!("sandbar_warm_pool_target", "template" => pool.template)
             .set(pool.target as f64);
     }
-    node_capacity();
+    node_capacity(&state);
     Ok((
         [(
             header::CONTENT_TYPE,

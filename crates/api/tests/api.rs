@@ -270,6 +270,7 @@ async fn harness() -> Harness {
     config.max_timeout = Duration::from_secs(3600);
     config.metrics_interval = Duration::from_millis(100);
     config.build_files_dir = Some(dir.path().join("build-files"));
+    config.data_dir = Some(dir.path().to_path_buf());
     let api = Api::start(config, store.clone(), node.clone())
         .await
         .unwrap();
@@ -1179,6 +1180,59 @@ async fn team_limits_answer_429_and_400() {
         r.body
     );
 
+    // A paused sandbox holds no place, and resuming it needs one: pause,
+    // create another, then resume (either way) is refused, not a second
+    // running sandbox.
+    let pause = small
+        .call("POST", &format!("/sandboxes/{id}/pause"), None)
+        .await;
+    assert_eq!(pause.status, StatusCode::NO_CONTENT, "{}", pause.body);
+    let second = small
+        .create(json!({"templateID": "base", "timeout": 60}))
+        .await;
+    for path in [
+        format!("/sandboxes/{id}/connect"),
+        format!("/sandboxes/{id}/resume"),
+    ] {
+        let r = small
+            .call("POST", &path, Some(json!({"timeout": 60})))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{path}: {}",
+            r.body
+        );
+        assert!(
+            r.body["message"].as_str().unwrap().contains("limit of 1"),
+            "{}",
+            r.body
+        );
+    }
+    let listed = small.call("GET", "/v2/sandboxes?state=running", None).await;
+    assert_eq!(listed.body.as_array().unwrap().len(), 1, "{}", listed.body);
+    let second = second["sandboxID"].as_str().unwrap();
+    assert_eq!(
+        small
+            .call("DELETE", &format!("/sandboxes/{second}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let r = small
+        .call(
+            "POST",
+            &format!("/sandboxes/{id}/connect"),
+            Some(json!({"timeout": 60})),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "with the place free: {}",
+        r.body
+    );
+
     // Killing the first frees the place.
     assert_eq!(
         small
@@ -1270,6 +1324,7 @@ async fn metrics_over_time_team_metrics_and_prometheus() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 
     // Prometheus: the operator's team reads it.
+    let scraping = SCRAPES.lock().await;
     let resp = h
         .router
         .clone()
@@ -1299,6 +1354,7 @@ async fn metrics_over_time_team_metrics_and_prometheus() {
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
+    drop(scraping);
 
     // Samples outlive the sandbox; another team sees none of them.
     assert_eq!(
@@ -1654,4 +1710,494 @@ async fn template_builds_refuse_bad_input_with_clear_400s() {
         "a build that is not ready has no tags: {}",
         r.body
     );
+}
+
+/// Scrapes of `/metrics` one at a time: the gauges set at scrape time are
+/// the process's, and tests run in parallel.
+static SCRAPES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+impl Harness {
+    /// The same server, as a key of a new team `name` with `limits`.
+    async fn team_with(&self, name: &str, limits: &sandbar_store::TeamLimits) -> Harness {
+        let team = self.store.create_team(name, limits).await.unwrap().unwrap();
+        let key = self
+            .store
+            .create_team_api_key(name, &team.id)
+            .await
+            .unwrap()
+            .key;
+        self.with_key(&key)
+    }
+
+    /// A template `name[:tag]` of this key's team with a ready build of
+    /// `cpus` and `memory_mb` (marked ready in the store: the fake node
+    /// runs no build); its templateID and buildID.
+    async fn ready_template(&self, name: &str, cpus: u32, memory_mb: u64) -> (String, String) {
+        let r = self
+            .call(
+                "POST",
+                "/v3/templates",
+                Some(json!({"name": name, "cpuCount": cpus, "memoryMB": memory_mb})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        let tid = r.body["templateID"].as_str().unwrap().to_string();
+        let bid = r.body["buildID"].as_str().unwrap().to_string();
+        self.store
+            .finish_build(
+                &bid,
+                "base",
+                None,
+                &json!({"user": "user", "workdir": "/home/user"}),
+            )
+            .await
+            .unwrap();
+        (tid, bid)
+    }
+
+    /// A create of `body` refused by a team limit: E2B's 429 with exactly
+    /// `message`, not to be retried, and nothing asked of the node.
+    async fn refused_with_429(&self, body: Value, message: &str) {
+        let before = self.node.live.lock().unwrap().len();
+        let r = self.call("POST", "/v2/sandboxes", Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{body}: {}",
+            r.body
+        );
+        assert_eq!(r.body, json!({"code": 429, "message": message}), "{body}");
+        assert_eq!(r.headers["should-retry"], "false");
+        assert!(r.headers.get("retry-after").is_none(), "{:?}", r.headers);
+        assert_eq!(self.node.live.lock().unwrap().len(), before, "{body}");
+    }
+
+    async fn scrape(&self) -> String {
+        let resp = self
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .header("x-api-key", &self.key)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+}
+
+/// The value of the unlabelled series `name` in a Prometheus text page.
+fn series(text: &str, name: &str) -> f64 {
+    let line = text
+        .lines()
+        .find(|l| l.split_once(' ').is_some_and(|(n, _)| n == name))
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+    line.split_once(' ').unwrap().1.trim().parse().unwrap()
+}
+
+fn sandbox_id(created: &Value) -> String {
+    created["sandboxID"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_memory_limit_refuses_a_create_past_it_and_one_that_fits_passes() {
+    let h = harness().await;
+    // Generous in all but memory: 1000 MiB, less than two default sandboxes
+    // (512 MiB each).
+    let limits = sandbar_store::TeamLimits {
+        max_sandboxes: Some(10),
+        max_memory_mb: Some(1000),
+        max_cpus: Some(100),
+        ..Default::default()
+    };
+    let team = h.team_with("mem", &limits).await;
+    team.ready_template("small:v1", 1, 256).await;
+    let first = sandbox_id(&team.create(json!({"templateID": "base"})).await);
+    team.refused_with_429(
+        json!({"templateID": "base"}),
+        "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (512 MiB in use)",
+    )
+    .await;
+    // 256 MiB more fits (768 of 1000).
+    let second = sandbox_id(&team.create(json!({"templateID": "small:v1"})).await);
+    assert_eq!(h.node.spec(&second).unwrap().memory_mb, 256);
+    team.refused_with_429(
+        json!({"templateID": "base"}),
+        "team 'mem' would use 1280 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
+    )
+    .await;
+    team.refused_with_429(
+        json!({"templateID": "small:v1"}),
+        "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
+    )
+    .await;
+    // Other teams are not held back by it.
+    h.create(json!({"templateID": "base"})).await;
+    // A paused sandbox holds no memory against the limit: 256 in use, and
+    // 512 more fits.
+    let r = team
+        .call("POST", &format!("/sandboxes/{first}/pause"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let third = sandbox_id(&team.create(json!({"templateID": "base"})).await);
+    assert_eq!(h.node.spec(&third).unwrap().memory_mb, 512);
+    team.refused_with_429(
+        json!({"templateID": "small:v1"}),
+        "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_cpu_limit_refuses_a_create_past_it_and_one_that_fits_passes() {
+    let h = harness().await;
+    // Generous in all but CPUs: 3, less than two default sandboxes (2 each).
+    let limits = sandbar_store::TeamLimits {
+        max_sandboxes: Some(10),
+        max_memory_mb: Some(100_000),
+        max_cpus: Some(3),
+        ..Default::default()
+    };
+    let team = h.team_with("cpu", &limits).await;
+    team.ready_template("one:v1", 1, 128).await;
+    let first = sandbox_id(&team.create(json!({"templateID": "base"})).await);
+    team.refused_with_429(
+        json!({"templateID": "base"}),
+        "team 'cpu' would use 4 CPUs, over its limit of 3 (2 in use)",
+    )
+    .await;
+    // One CPU more fits (3 of 3).
+    let second = sandbox_id(&team.create(json!({"templateID": "one:v1"})).await);
+    assert_eq!(h.node.spec(&second).unwrap().cpu_count, 1);
+    team.refused_with_429(
+        json!({"templateID": "one:v1"}),
+        "team 'cpu' would use 4 CPUs, over its limit of 3 (3 in use)",
+    )
+    .await;
+    h.create(json!({"templateID": "base"})).await;
+    // Killing the first gives its two CPUs back.
+    let r = team
+        .call("DELETE", &format!("/sandboxes/{first}"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let third = sandbox_id(&team.create(json!({"templateID": "base"})).await);
+    assert_eq!(h.node.spec(&third).unwrap().cpu_count, 2);
+    team.refused_with_429(
+        json!({"templateID": "one:v1"}),
+        "team 'cpu' would use 4 CPUs, over its limit of 3 (3 in use)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_teams_snapshots_are_not_found() {
+    let h = harness().await;
+    let (other, _, _) = h.other_team("other").await;
+    let id = sandbox_id(&h.create(json!({"templateID": "base"})).await);
+    let snapshots = format!("/sandboxes/{id}/snapshots");
+    let snap = |body: Value| h.call("POST", &snapshots, Some(body));
+    let r = snap(json!({"name": "snap"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let named = r.body["snapshotID"].as_str().unwrap().to_string();
+    assert_eq!(named, "default/snap:default");
+    let r = snap(json!({})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let unnamed = r.body["snapshotID"].as_str().unwrap().to_string();
+    let layers = h.node.layers.lock().unwrap().clone();
+    assert_eq!(layers.len(), 2);
+    let ids = |r: &Reply| {
+        let mut ids: Vec<String> = r
+            .body
+            .as_array()
+            .unwrap_or_else(|| panic!("{}", r.body))
+            .iter()
+            .map(|s| s["snapshotID"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![named.clone(), unnamed.clone()];
+    both.sort();
+    assert_eq!(ids(&h.call("GET", "/snapshots", None).await), both);
+
+    // Listing: nothing of mine, however it is asked.
+    for uri in [
+        "/snapshots".to_string(),
+        format!("/snapshots?sandboxID={id}"),
+        "/snapshots?name=snap".to_string(),
+        "/snapshots?name=snap:default".to_string(),
+        "/snapshots?name=default/snap".to_string(),
+    ] {
+        let r = other.call("GET", &uri, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}: {}", r.body);
+        assert_eq!(r.body, json!([]), "{uri}");
+    }
+    // By id or name: get, delete, start from it: not found.
+    for asked in [named.as_str(), "snap", "default/snap", unnamed.as_str()] {
+        let path = format!("/templates/{}", asked.replace('/', "%2F"));
+        for method in ["GET", "DELETE"] {
+            let r = other.call(method, &path, None).await;
+            assert_eq!(
+                r.status,
+                StatusCode::NOT_FOUND,
+                "{method} {path}: {}",
+                r.body
+            );
+        }
+        let r = other
+            .call("POST", "/v2/sandboxes", Some(json!({"templateID": asked})))
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "create from {asked}: {}",
+            r.body
+        );
+        assert_eq!(
+            r.body["message"],
+            format!("template '{asked}' not found"),
+            "{asked}"
+        );
+    }
+    // Nor can it take one of my sandbox.
+    for what in ["snapshots", "fork"] {
+        let r = other
+            .call("POST", &format!("/sandboxes/{id}/{what}"), Some(json!({})))
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{what}: {}", r.body);
+    }
+    assert_eq!(h.node.live.lock().unwrap().len(), 1, "no sandbox started");
+    assert_eq!(*h.node.layers.lock().unwrap(), layers, "no layer collected");
+    assert_eq!(ids(&h.call("GET", "/snapshots", None).await), both);
+
+    // Its own snapshot of the same name is its own.
+    let theirs = sandbox_id(&other.create(json!({"templateID": "base"})).await);
+    let r = other
+        .call(
+            "POST",
+            &format!("/sandboxes/{theirs}/snapshots"),
+            Some(json!({"name": "snap"})),
+        )
+        .await;
+    assert_eq!(r.body["snapshotID"], "other/snap:default", "{}", r.body);
+    assert_eq!(
+        ids(&h.call("GET", "/snapshots?name=snap", None).await),
+        vec![named.clone()]
+    );
+
+    // Mine still work for me.
+    let from = sandbox_id(&h.create(json!({"templateID": named})).await);
+    assert_eq!(
+        h.node.spec(&from).unwrap().base_layer.as_deref(),
+        Some(layers[0].as_str())
+    );
+    let path = format!("/templates/{}", unnamed.replace('/', "%2F"));
+    assert_eq!(
+        h.call("DELETE", &path, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.call("DELETE", &path, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn another_teams_templates_are_not_found() {
+    let h = harness().await;
+    let (other, _, _) = h.other_team("other").await;
+    let (tid, bid) = h.ready_template("web:v1", 1, 256).await;
+    // A second build, waiting for its steps.
+    let r = h
+        .call("POST", "/v3/templates", Some(json!({"name": "web:v2"})))
+        .await;
+    assert_eq!(r.body["templateID"], tid.as_str(), "{}", r.body);
+    let waiting = r.body["buildID"].as_str().unwrap().to_string();
+    let hash = "c".repeat(64);
+    let reads = [
+        format!("/templates/{tid}"),
+        "/templates/web".to_string(),
+        format!("/templates/{tid}/builds/{bid}/status"),
+        format!("/templates/{tid}/builds/{waiting}/status"),
+        format!("/templates/{tid}/builds/{bid}/logs"),
+        format!("/templates/{tid}/tags"),
+        "/templates/web/tags".to_string(),
+        format!("/templates/{tid}/files/{hash}"),
+        "/templates/aliases/web".to_string(),
+    ];
+    // Mine, for me.
+    for uri in &reads {
+        let r = h.call("GET", uri, None).await;
+        assert!(r.status.is_success(), "{uri}: {} {}", r.status, r.body);
+    }
+    let tags = h.call("GET", &format!("/templates/{tid}/tags"), None).await;
+    assert_eq!(tags.body.as_array().unwrap().len(), 1, "{}", tags.body);
+    assert_eq!(tags.body[0]["tag"], "v1");
+    assert_eq!(tags.body[0]["buildID"], bid.as_str());
+
+    // For the other team: a list without it, and 404 for every way to it.
+    let r = other.call("GET", "/templates", None).await;
+    assert_eq!(r.body, json!([]));
+    for uri in &reads {
+        let r = other.call("GET", uri, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "GET {uri}: {}", r.body);
+    }
+    for (method, uri, body) in [
+        (
+            "POST",
+            format!("/v2/templates/{tid}/builds/{waiting}"),
+            json!({"fromTemplate": "base"}),
+        ),
+        (
+            "POST",
+            "/templates/tags".to_string(),
+            json!({"target": "web:v1", "tags": ["stolen"]}),
+        ),
+        (
+            "DELETE",
+            "/templates/tags".to_string(),
+            json!({"name": "web", "tags": ["v1"]}),
+        ),
+        ("DELETE", format!("/templates/{tid}"), json!({})),
+        ("DELETE", "/templates/web".to_string(), json!({})),
+        (
+            "POST",
+            "/v2/sandboxes".to_string(),
+            json!({"templateID": tid}),
+        ),
+        (
+            "POST",
+            "/v2/sandboxes".to_string(),
+            json!({"templateID": "web:v1"}),
+        ),
+        (
+            "POST",
+            "/v2/sandboxes".to_string(),
+            json!({"templateID": "default/web:v1"}),
+        ),
+    ] {
+        let r = other.call(method, &uri, Some(body.clone())).await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "{method} {uri} {body}: {}",
+            r.body
+        );
+    }
+    assert!(h.node.live.lock().unwrap().is_empty(), "no sandbox started");
+    // Nor can it build on mine.
+    let r = other
+        .call("POST", "/v3/templates", Some(json!({"name": "mine"})))
+        .await;
+    let start = format!(
+        "/v2/templates/{}/builds/{}",
+        r.body["templateID"].as_str().unwrap(),
+        r.body["buildID"].as_str().unwrap()
+    );
+    for base in ["web", "web:v1", tid.as_str()] {
+        other
+            .refused_with_400(&start, json!({"fromTemplate": base}), "no such template")
+            .await;
+    }
+    // A template of its own by the same name is another template.
+    let r = other
+        .call("POST", "/v3/templates", Some(json!({"name": "web"})))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+    assert_ne!(r.body["templateID"], tid.as_str());
+
+    // Mine are as they were.
+    let r = h.call("GET", &format!("/templates/{tid}"), None).await;
+    let builds: Vec<&str> = r.body["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["buildID"].as_str().unwrap())
+        .collect();
+    assert_eq!(builds, vec![waiting.as_str(), bid.as_str()], "{}", r.body);
+    assert_eq!(r.body["builds"][0]["status"], "waiting");
+    assert_eq!(
+        h.call("GET", &format!("/templates/{tid}/tags"), None)
+            .await
+            .body,
+        tags.body
+    );
+    let made = h.create(json!({"templateID": "web:v1"})).await;
+    assert_eq!(made["templateID"], tid.as_str());
+    assert_eq!(
+        h.call("DELETE", &format!("/templates/{tid}"), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[tokio::test]
+async fn prometheus_shows_the_nodes_disk_and_the_sandboxes_it_runs() {
+    sandbar_api::telemetry::install();
+    let h = harness().await;
+    let dir = h._dir.path().to_path_buf();
+    let ids: Vec<String> = base_sandboxes(&h, 3).await;
+    let r = h
+        .call("POST", &format!("/sandboxes/{}/pause", ids[0]), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    let _one = SCRAPES.lock().await;
+    let fs = |d: &std::path::Path| {
+        let s = nix::sys::statvfs::statvfs(d).unwrap();
+        let block = s.fragment_size() as f64;
+        (
+            s.blocks() as f64 * block,
+            s.blocks_available() as f64 * block,
+        )
+    };
+    let (total, before) = fs(&dir);
+    let text = h.scrape().await;
+    let (_, after) = fs(&dir);
+    assert_eq!(series(&text, "sandbar_node_disk_total_bytes"), total);
+    let available = series(&text, "sandbar_node_disk_available_bytes");
+    // Free space moves with whatever else writes to this disk meanwhile.
+    let slack = 64.0 * 1024.0 * 1024.0;
+    assert!(
+        before.min(after) - slack <= available && available <= before.max(after) + slack,
+        "{available} against {before}..{after}"
+    );
+    assert!(available <= total);
+    assert_eq!(series(&text, "sandbar_node_sandboxes_running"), 2.0);
+    // No configured maximum of sandboxes: none is shown.
+    assert!(!text.contains("sandbar_node_sandboxes_max"), "{text}");
+
+    let r = h
+        .call("DELETE", &format!("/sandboxes/{}", ids[1]), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = h
+        .call("POST", &format!("/sandboxes/{}/connect", ids[0]), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let text = h.scrape().await;
+    assert_eq!(series(&text, "sandbar_node_sandboxes_running"), 2.0);
+    let r = h
+        .call("DELETE", &format!("/sandboxes/{}", ids[2]), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let text = h.scrape().await;
+    assert_eq!(series(&text, "sandbar_node_sandboxes_running"), 1.0);
+}
+
+/// `n` sandboxes of `base`, made one after another.
+async fn base_sandboxes(h: &Harness, n: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(sandbox_id(&h.create(json!({"templateID": "base"})).await));
+    }
+    ids
 }

@@ -13,7 +13,7 @@ use sandbar_dashboard::{Dashboard, DashboardConfig};
 use sandbar_net::{NetConfig, Network};
 use sandbar_proxy::certs::{LocalCaFiles, ServerCert};
 use sandbar_proxy::{api_service, Listener, Proxy};
-use sandbar_runtime::{Catalog, Runtime, RuntimeConfig, RuntimeOptions, WarmSpec};
+use sandbar_runtime::{Runtime, RuntimeConfig, RuntimeOptions, WarmSpec};
 use sandbar_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -444,6 +444,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     api_config.metrics_retention = Duration::from_secs(args.metrics_retention_hours * 3600);
     api_config.max_timeout = Duration::from_secs(args.max_timeout);
     api_config.build_files_dir = Some(data.build_files_dir());
+    api_config.data_dir = Some(data.root.clone());
     api_config.registry_mirrors = args.registry_mirrors.clone();
     api_config.build_cache_retention = Duration::from_secs(args.build_cache_hours * 3600);
     api_config.max_builds_per_team = args.max_builds_per_team.max(1);
@@ -483,7 +484,7 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 .map_err(|e| e.to_string())
         }
     });
-    let catalog: Arc<dyn Catalog> = runtime.clone();
+    let catalog = api.proxy_catalog(runtime.clone());
     let proxy = Proxy::new(&args.domain, catalog, Some(api_service(router)))
         .trusting(args.trusted_proxies.clone())
         .with_dashboard(api_service(dashboard.router()));

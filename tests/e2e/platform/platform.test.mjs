@@ -239,4 +239,35 @@ describe('teams', () => {
     const again = await Sandbox.create(TEMPLATE, { ...small, timeoutMs: 60_000 })
     await again.kill()
   })
+
+  test('a paused sandbox runs again only within its team limit (connect and auto-resume)', async () => {
+    const a = await Sandbox.create(TEMPLATE, { ...small, timeoutMs: 60_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
+    let b
+    try {
+      await httpServer(a, 8124)
+      const url = `https://${a.getHost(8124)}`
+      assert.equal((await fetchUntil(url, (r) => r.status === 200)).status, 200)
+      await a.pause()
+      // The paused one holds no place: another may run.
+      b = await Sandbox.create(TEMPLATE, { ...small, timeoutMs: 60_000 })
+      const err = await Sandbox.connect(a.sandboxId, small).then(() => undefined, (e) => e)
+      assert.ok(err instanceof RateLimitError, String(err))
+      assert.match(err.message, /limit of 1 running sandboxes/)
+      // A request to it does not wake it past the limit either.
+      const refused = await fetch(url)
+      assert.notEqual(refused.status, 200, await refused.text())
+      assert.equal((await Sandbox.getInfo(a.sandboxId, small)).state, 'paused')
+      const running = await Sandbox.list({ ...small, query: { state: ['running'] } }).nextItems()
+      assert.deepEqual(running.map((s) => s.sandboxId), [b.sandboxId])
+      // With the place free, the request wakes it and is served.
+      await b.kill()
+      b = undefined
+      const res = await fetchUntil(url, (r) => r.status === 200)
+      assert.equal(res.status, 200, res.body)
+      assert.equal((await Sandbox.getInfo(a.sandboxId, small)).state, 'running')
+    } finally {
+      await b?.kill()
+      await a.kill()
+    }
+  })
 })

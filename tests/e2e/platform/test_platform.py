@@ -1,6 +1,6 @@
 """The control plane and public URLs through the official Python SDK: the
 seed program's twin, the sandbox lifecycle, list filters and paging, the
-proxy's answers, private sandboxes, egress and timeouts."""
+proxy's answers, private sandboxes, egress, timeouts and team isolation."""
 
 import os
 import re
@@ -13,7 +13,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from e2b import CommandExitException, NotFoundException, Sandbox, SandboxQuery
+from e2b import (
+    CommandExitException,
+    NotFoundException,
+    Sandbox,
+    SandboxException,
+    SandboxNotFoundException,
+    SandboxQuery,
+)
 
 RUN_ID = "p" + uuid.uuid4().hex[:10]
 TEMPLATE = os.environ.get("E2E_TEMPLATE", "base")
@@ -183,3 +190,46 @@ def test_timeout_kills(make):
         pytest.fail("still alive 15 s after a 3 s timeout")
     assert time.monotonic() - started >= 2
     assert httpx.get(f"https://{sandbox.get_host(49983)}/health").status_code == 502
+
+
+def test_another_teams_key_sees_nothing_of_this_teams_sandboxes(make):
+    other = os.environ.get("E2E_OTHER_TEAM_KEY")
+    assert other, "run through run-platform.sh (E2E_OTHER_TEAM_KEY)"
+    mine = make(metadata={"purpose": "isolation"})
+    sid = mine.sandbox_id
+    end_at = Sandbox.get_info(sid).end_at
+    snap = mine.create_snapshot()
+
+    assert Sandbox.list(api_key=other).next_items() == [], "the other team lists nothing"
+    query = SandboxQuery(metadata={"run": RUN_ID})
+    assert Sandbox.list(query=query, api_key=other).next_items() == []
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_info(sid, api_key=other)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.connect(sid, api_key=other)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.set_timeout(sid, 5, api_key=other)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.pause(sid, api_key=other)
+    with pytest.raises(SandboxNotFoundException):
+        Sandbox.get_metrics(sid, api_key=other)
+    assert Sandbox.kill(sid, api_key=other) is False, "kill by another team: not found"
+    # Nor its snapshots.
+    assert Sandbox.list_snapshots(api_key=other).next_items() == []
+    assert Sandbox.list_snapshots(sandbox_id=sid, api_key=other).next_items() == []
+    assert Sandbox.delete_snapshot(snap.snapshot_id, api_key=other) is False
+    with pytest.raises(SandboxException) as refused:
+        Sandbox.create(snap.snapshot_id, api_key=other, timeout=30)
+    assert refused.value.status_code == 404, refused.value
+    assert f"template '{snap.snapshot_id}' not found" in str(refused.value)
+    assert Sandbox.list(api_key=other).next_items() == [], "nothing was started for it"
+
+    # Still alive, running, on its own timeout, and still the owner's.
+    assert mine.commands.run("echo alive").stdout == "alive\n"
+    info = Sandbox.get_info(sid)
+    assert info.state.value == "running"
+    assert info.end_at == end_at, "the other team's set_timeout changed nothing"
+    assert sid in [s.sandbox_id for s in Sandbox.list(query=query).next_items()]
+    listed = Sandbox.list_snapshots(sandbox_id=sid).next_items()
+    assert [s.snapshot_id for s in listed] == [snap.snapshot_id]
+    assert Sandbox.delete_snapshot(snap.snapshot_id) is True

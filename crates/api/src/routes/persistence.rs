@@ -96,10 +96,19 @@ async fn resume_sandbox_untimed(
     timeout: std::time::Duration,
     memory: Option<bool>,
 ) -> Result<(), ApiError> {
-    crate::quota::check_lifetime(
-        &caller.team,
-        std::time::Duration::ZERO.saturating_add(timeout),
-    )?;
+    // Held until the record says running (then the store counts it).
+    let _reservation = state
+        .quotas
+        .admit_resume(
+            &state.store,
+            &caller.team,
+            crate::quota::Claim {
+                memory_mb: rec.memory_mb,
+                cpus: u64::from(rec.cpu_count),
+            },
+            timeout,
+        )
+        .await?;
     if memory == Some(false)
         && state.backend.state(&rec.id) == Some(RunState::Paused(PauseMode::Full))
     {

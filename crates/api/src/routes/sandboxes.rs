@@ -501,6 +501,32 @@ pub async fn create(
     Extension(caller): Extension<Caller>,
     JsonBody(req): JsonBody<NewSandbox>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let (plan, custom) = match plan_create(&state, &caller, req).await {
+        Ok(p) => p,
+        Err(e) => {
+            // Refused before the node was asked: a failed create all the
+            // same (`make_sandbox` counts the rest).
+            crate::telemetry::created("", false, std::time::Duration::ZERO);
+            return Err(e);
+        }
+    };
+    let record = make_sandbox(&state, &caller, plan).await?;
+    if let Some(t) = &custom {
+        if let Err(e) = state.store.template_spawned(&t.id).await {
+            tracing::warn!(template = %t.id, error = %e, "counting a spawn");
+        }
+    }
+    Ok((StatusCode::CREATED, Json(sandbox_json(&state, &record))))
+}
+
+/// What a create asks of the node, from its request: checked, the template
+/// resolved (built-in, the team's own, or a snapshot); with the team's
+/// template it came from.
+async fn plan_create(
+    state: &AppState,
+    caller: &Caller,
+    req: NewSandbox,
+) -> Result<(NewSandboxPlan, Option<sandbar_store::TemplateRecord>), ApiError> {
     let asked = match req.template_id.as_deref().map(str::trim) {
         Some(t) if !t.is_empty() => t.to_string(),
         _ => return Err(ApiError::bad_request("templateID is required")),
@@ -513,7 +539,7 @@ pub async fn create(
     check_env_vars(req.env_vars.as_ref())?;
     let lifecycle = lifecycle_of(&req, timeout)?;
     let mut custom = None;
-    let (template, base_layer, resources) = if crate::builds::is_builtin(&state, &asked) {
+    let (template, base_layer, resources) = if crate::builds::is_builtin(state, &asked) {
         (
             asked.clone(),
             None,
@@ -524,7 +550,7 @@ pub async fn create(
             ),
         )
     } else if let Some((t, build)) =
-        crate::routes::templates::resolve_for_create(&state, &caller, &asked).await?
+        crate::routes::templates::resolve_for_create(state, caller, &asked).await?
     {
         let base = build.base_template.clone().unwrap_or_default();
         let layer = build.layer.clone();
@@ -536,7 +562,7 @@ pub async fn create(
         custom = Some((t, crate::builds::settings_of(&build)));
         (base, layer, resources)
     } else {
-        let snap = crate::routes::persistence::resolve_snapshot(&state, &caller, &asked)
+        let snap = crate::routes::persistence::resolve_snapshot(state, caller, &asked)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("template '{asked}' not found")))?;
         (
@@ -559,9 +585,7 @@ pub async fn create(
         None => Default::default(),
     };
     env_vars.extend(req.env_vars.unwrap_or_default());
-    let record = make_sandbox(
-        &state,
-        &caller,
+    Ok((
         NewSandboxPlan {
             template,
             base_layer,
@@ -580,14 +604,8 @@ pub async fn create(
             ready_cmd,
             shown_template: custom.as_ref().map(|(t, _)| t.id.clone()),
         },
-    )
-    .await?;
-    if let Some((t, _)) = &custom {
-        if let Err(e) = state.store.template_spawned(&t.id).await {
-            tracing::warn!(template = %t.id, error = %e, "counting a spawn");
-        }
-    }
-    Ok((StatusCode::CREATED, Json(sandbox_json(&state, &record))))
+        custom.map(|(t, _)| t),
+    ))
 }
 
 pub async fn get_one(
