@@ -154,6 +154,65 @@ impl Store {
         rows.iter().map(row_to_key).collect()
     }
 
+    /// The keys of team `team_id` still in use (revoked ones are left out),
+    /// oldest first.
+    pub async fn list_team_api_keys(&self, team_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, name, prefix, created_at, revoked_at, team_id FROM api_keys WHERE team_id = $1 AND revoked_at IS NULL ORDER BY created_at, id",
+        )
+        .bind(team_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("listing a team's api keys"))?;
+        rows.iter().map(row_to_key).collect()
+    }
+
+    /// Renames key `id` of team `team_id`; `None` when the team has no such
+    /// key in use (another team's key, a revoked one, no key at all).
+    pub async fn rename_team_api_key(
+        &self,
+        team_id: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET name = $1 WHERE id = $2 AND team_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(name)
+        .bind(id)
+        .bind(team_id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("renaming an api key"))?;
+        if done.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let row = sqlx::query(
+            "SELECT id, name, prefix, created_at, revoked_at, team_id FROM api_keys WHERE id = $1 AND team_id = $2",
+        )
+        .bind(id)
+        .bind(team_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(query_err("reading a renamed api key"))?;
+        row.as_ref().map(row_to_key).transpose()
+    }
+
+    /// Revokes key `id` of team `team_id` (by id only, never by prefix);
+    /// `false` when the team has no such key in use.
+    pub async fn revoke_team_api_key(&self, team_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND team_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(millis(Utc::now()))
+        .bind(id)
+        .bind(team_id)
+        .execute(&self.pool)
+        .await
+        .map_err(query_err("revoking a team's api key"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Revokes by id or by displayed prefix; `false` when nothing matched.
     pub async fn revoke_api_key(&self, id_or_prefix: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE (id = $2 OR prefix = $2) AND revoked_at IS NULL")
@@ -222,6 +281,85 @@ mod tests {
             .unwrap()
             .iter()
             .all(|k| k.revoked_at.is_some()));
+    }
+
+    #[tokio::test]
+    async fn team_scoped_list_rename_revoke() {
+        for t in crate::testing::stores().await {
+            team_scoped_list_rename_revoke_on(&t.store).await;
+            t.finish().await;
+        }
+    }
+
+    async fn team_scoped_list_rename_revoke_on(store: &Store) {
+        let other = store
+            .create_team("other", &Default::default())
+            .await
+            .unwrap()
+            .unwrap();
+        let a = store.create_api_key("a").await.unwrap();
+        let b = store.create_api_key("b").await.unwrap();
+        let o = store.create_team_api_key("o", &other.id).await.unwrap();
+
+        // Sorted: two keys made in the same millisecond list in id order.
+        let names = |keys: Vec<ApiKey>| {
+            let mut n: Vec<String> = keys.into_iter().map(|k| k.name).collect();
+            n.sort();
+            n
+        };
+        let mine = store.list_team_api_keys(crate::DEFAULT_TEAM).await.unwrap();
+        assert_eq!(names(mine), ["a", "b"]);
+        assert_eq!(
+            names(store.list_team_api_keys(&other.id).await.unwrap()),
+            ["o"]
+        );
+
+        // Another team's key is not found, for renames and revokes alike.
+        assert!(store
+            .rename_team_api_key(crate::DEFAULT_TEAM, &o.info.id, "x")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!store
+            .revoke_team_api_key(crate::DEFAULT_TEAM, &o.info.id)
+            .await
+            .unwrap());
+        assert!(store.verify_api_key(&o.key).await.unwrap().is_some());
+        // Nor by its prefix: only ids name keys here.
+        assert!(!store
+            .revoke_team_api_key(&other.id, &o.info.prefix)
+            .await
+            .unwrap());
+
+        let renamed = store
+            .rename_team_api_key(crate::DEFAULT_TEAM, &a.info.id, "renamed")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(renamed.name, "renamed");
+        assert_eq!(renamed.prefix, a.info.prefix);
+        assert_eq!(millis(renamed.created_at), millis(a.info.created_at));
+
+        assert!(store
+            .revoke_team_api_key(crate::DEFAULT_TEAM, &a.info.id)
+            .await
+            .unwrap());
+        assert!(store.verify_api_key(&a.key).await.unwrap().is_none());
+        assert!(!store
+            .revoke_team_api_key(crate::DEFAULT_TEAM, &a.info.id)
+            .await
+            .unwrap());
+        assert!(store
+            .rename_team_api_key(crate::DEFAULT_TEAM, &a.info.id, "again")
+            .await
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            names(store.list_team_api_keys(crate::DEFAULT_TEAM).await.unwrap()),
+            ["b"],
+            "revoked keys are not listed"
+        );
+        assert!(store.verify_api_key(&b.key).await.unwrap().is_some());
     }
 
     #[tokio::test]

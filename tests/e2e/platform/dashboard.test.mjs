@@ -129,6 +129,52 @@ describe('the dashboard', { skip: (!existsSync(CHROMIUM) && `no ${CHROMIUM}`) ||
     assert.ok(!teams.includes(KEY) && teams.includes('teamID'), teams)
   })
 
+  it('creates a key, shows it once, and revokes it: then the API refuses it', { timeout: 60_000 }, async () => {
+    const api = process.env.E2B_API_URL
+    const status = async (key) => (await fetch(`${api}/v2/sandboxes`, { headers: { 'X-API-Key': key } })).status
+    const name = `dash-key-${RUN_ID}`
+    await page.goto(`${base}#/team`)
+    await page.waitForSelector('#key-rows tr[data-key]')
+    await page.fill('#key-name', name)
+    await page.click('#key-create button[type=submit]')
+    await page.waitForSelector('#new-key-value')
+    const key = (await page.textContent('#new-key-value')).trim()
+    assert.match(key, /^e2b_[0-9a-f]{40}$/)
+    assert.ok(await page.isVisible('#new-key-copy'), 'a copy button beside it')
+    const row = `#key-rows tr:has-text("${name}")`
+    await page.waitForSelector(row)
+    const id = await page.getAttribute(row, 'data-key')
+    assert.ok(!(await page.textContent('#key-rows')).includes(key.slice(4)), 'the list shows a mask, not the key')
+    await shot('key-created')
+
+    // It works against the API, and its listing shows only a mask.
+    assert.equal(await status(key), 200)
+    const listed = await (await fetch(`${api}/api-keys`, { headers: { 'X-API-Key': KEY } })).text()
+    assert.ok(listed.includes(id) && !listed.includes(key.slice(4)), listed)
+
+    // Shown once: neither kept by the page nor shown again.
+    const kept = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }))
+    assert.ok(!kept.includes(key), 'not in the page’s storage')
+    await page.click('#new-key-done')
+    assert.ok(!(await page.content()).includes(key), 'gone from the page once closed')
+    await page.reload()
+    await page.waitForSelector(row)
+    assert.ok(!(await page.content()).includes(key.slice(4)), 'not shown again')
+
+    // Revoked in the page, after a confirm: refused from then on.
+    let asked = ''
+    page.once('dialog', (d) => {
+      asked = d.message()
+      void d.accept()
+    })
+    await page.click(`tr[data-key="${id}"] button.revoke`)
+    await until('the revoked key to leave the list', async () => !(await page.$(`tr[data-key="${id}"]`)))
+    assert.match(asked, /Revoke the key/)
+    assert.equal(await status(key), 401)
+    assert.equal(await status(KEY), 200, 'the session’s key still works')
+    assert.ok(await page.$('#key-rows tr[data-key] .chip'), 'the session’s own key is marked')
+  })
+
   it('lists a sandbox created through the SDK, live, with filters', { timeout: 90_000 }, async () => {
     const first = await create({ metadata: { dash: 'list' } })
     await page.goto(`${base}#/sandboxes?metadata=${encodeURIComponent(`run=${RUN_ID}`)}`)
@@ -275,6 +321,23 @@ describe('the dashboard', { skip: (!existsSync(CHROMIUM) && `no ${CHROMIUM}`) ||
     await page.waitForSelector('tr[data-file="dash-upload.txt"]')
     assert.equal(await sandbox.files.read('/home/user/dash-upload.txt'), `from the browser ${RUN_ID}`)
     await shot('files')
+  })
+
+  it('shows in its Logs tab a name the sandbox resolved', { timeout: 60_000 }, async () => {
+    // The suite's test zone answers allowed.e2e.test with the suite's own
+    // web host; the DNS forwarder logs the question.
+    await sandbox.commands.run('getent ahostsv4 allowed.e2e.test || true')
+    await page.goto(`${base}#/sandboxes/${sandbox.sandboxId}?tab=logs`)
+    await page.waitForSelector('#logs')
+    const line = await until('the name in the logs', async () => {
+      const text = (await page.textContent('#logs')) ?? ''
+      const found = text.split('\n').find((l) => /dns allowed\.e2e\.test A: /.test(l))
+      if (!found) await page.click('#logs-refresh')
+      return found
+    })
+    // Its verdict and the address the test zone gave.
+    assert.match(line, /dns allowed\.e2e\.test A: allowed -> \d+\.\d+\.\d+\.\d+/)
+    await shot('logs')
   })
 
   it('pauses, resumes, snapshots and kills it', { timeout: 120_000 }, async () => {

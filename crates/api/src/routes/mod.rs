@@ -1,5 +1,6 @@
 //! The route table (protocol notes, section 2) and the layers around it.
 
+mod keys;
 mod list;
 mod metrics;
 pub(crate) mod persistence;
@@ -9,7 +10,7 @@ mod unsupported;
 
 use axum::http::HeaderName;
 use axum::http::StatusCode;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{middleware, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{Any, CorsLayer};
@@ -79,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/sandboxes/{id}/logs", get(sandboxes::logs_v2))
         .route("/sandboxes/{id}/network", put(sandboxes::set_network))
         .route("/teams", get(sandboxes::teams))
+        .route("/api-keys", get(keys::list).post(keys::create))
+        .route("/api-keys/{id}", patch(keys::update).delete(keys::revoke))
         .route("/metrics", get(crate::telemetry::scrape))
         .route("/sandboxes/{id}/pause", post(persistence::pause))
         .route("/sandboxes/{id}/resume", post(persistence::resume))
