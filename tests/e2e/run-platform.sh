@@ -243,6 +243,12 @@ if [[ " $suites " == *" cli "* ]]; then
   id="$("${sb[@]}" sandbox create -m cli=yes -e GREETING=hi)" || id=""
   cli_check "sandbox create prints an id" grep -Eq '^[a-z0-9]{20}$' <<<"$id"
   cli_check "sandbox ls shows it" grep -q "$id .*cli=yes" <<<"$("${sb[@]}" sandbox ls)"
+  # Colours only on a terminal (script(1) gives the listing one), and never with NO_COLOR.
+  no_escape() { ! grep -q $'\e'; }
+  on_tty() { script -qec "$(printf '%q ' "$@")" /dev/null; }
+  cli_check "colours: none into a pipe" no_escape <<<"$("${sb[@]}" sandbox ls)"
+  cli_check "colours: the state coloured on a terminal" grep -q $'\e\\[32mrunning' <<<"$(on_tty "${sb[@]}" sandbox ls)"
+  cli_check "colours: none on a terminal with NO_COLOR" no_escape <<<"$(NO_COLOR=1 on_tty "${sb[@]}" sandbox ls)"
   cli_check "sandbox exec runs with the sandbox's env" \
     test "$("${sb[@]}" sandbox exec "$id" 'echo "$GREETING $(whoami)"')" == "hi user"
   "${sb[@]}" sandbox exec "$id" 'exit 7' && code=0 || code=$?

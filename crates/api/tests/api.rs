@@ -252,19 +252,22 @@ impl SandboxBackend for FakeNode {
     }
 }
 
+#[derive(Clone)]
 struct Harness {
     _dir: Arc<tempfile::TempDir>,
     store: Store,
     node: Arc<FakeNode>,
     router: Router,
+    /// The key this harness speaks with, and its id.
     key: String,
+    key_id: String,
     _api: Arc<Api>,
 }
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::default_url(dir.path())).await.unwrap();
-    let key = store.create_api_key("test").await.unwrap().key;
+    let made = store.create_api_key("test").await.unwrap();
     let node = Arc::new(FakeNode::default());
     let mut config = ApiConfig::new("sandbar.localhost:8443");
     config.max_timeout = Duration::from_secs(3600);
@@ -279,7 +282,8 @@ async fn harness() -> Harness {
         _dir: Arc::new(dir),
         store,
         node,
-        key,
+        key: made.key,
+        key_id: made.info.id,
         _api: Arc::new(api),
     }
 }
@@ -288,6 +292,8 @@ struct Reply {
     status: StatusCode,
     headers: axum::http::HeaderMap,
     body: Value,
+    /// The answer as sent, to look for what must not be in it.
+    text: String,
 }
 
 impl Harness {
@@ -296,11 +302,11 @@ impl Harness {
         let status = resp.status();
         let headers = resp.headers().clone();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = if bytes.is_empty() {
+        let text = String::from_utf8(bytes.to_vec()).unwrap();
+        let body = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes)
-                .unwrap_or_else(|e| panic!("non-JSON body ({e}): {bytes:?}"))
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body ({e}): {text}"))
         };
         if status.is_client_error() || status.is_server_error() {
             assert_eq!(body["code"], json!(status.as_u16()), "error body {body}");
@@ -314,10 +320,13 @@ impl Harness {
             status,
             headers,
             body,
+            text,
         }
     }
 
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+    /// `method uri` with this harness's key and, when given, a raw JSON
+    /// body (which may be malformed or empty).
+    async fn raw(&self, method: &str, uri: &str, body: Option<&str>) -> Reply {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
@@ -330,6 +339,11 @@ impl Harness {
             None => Body::empty(),
         };
         self.send(req.body(body).unwrap()).await
+    }
+
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        self.raw(method, uri, body.map(|b| b.to_string()).as_deref())
+            .await
     }
 
     async fn create(&self, body: Value) -> Value {
@@ -989,7 +1003,6 @@ async fn restart_marks_lost_sandboxes_gone() {
 }
 
 impl Harness {
-    /// The same harness speaking with another key.
     /// POSTs `body` to `path` and expects a 400 whose message has `why`.
     async fn refused_with_400(&self, path: &str, body: Value, why: &str) {
         let r = self.call("POST", path, Some(body.clone())).await;
@@ -1010,23 +1023,20 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
-        let key = self
+        let made = self
             .store
             .create_team_api_key(name, &team.id)
             .await
-            .unwrap()
-            .key;
-        (self.with_key(&key), team.id, key)
+            .unwrap();
+        (self.with_key(&made.key, &made.info.id), team.id, made.key)
     }
 
-    fn with_key(&self, key: &str) -> Harness {
+    /// The same harness speaking with another key (of id `key_id`).
+    fn with_key(&self, key: &str, key_id: &str) -> Harness {
         Harness {
-            _dir: self._dir.clone(),
-            store: self.store.clone(),
-            node: self.node.clone(),
-            router: self.router.clone(),
             key: key.to_string(),
-            _api: self._api.clone(),
+            key_id: key_id.to_string(),
+            ..self.clone()
         }
     }
 }
@@ -1134,13 +1144,8 @@ async fn team_limits_answer_429_and_400() {
         .await
         .unwrap()
         .unwrap();
-    let key = h
-        .store
-        .create_team_api_key("s", &team.id)
-        .await
-        .unwrap()
-        .key;
-    let small = h.with_key(&key);
+    let made = h.store.create_team_api_key("s", &team.id).await.unwrap();
+    let small = h.with_key(&made.key, &made.info.id);
     let first = small
         .create(json!({"templateID": "base", "timeout": 60}))
         .await;
@@ -1720,13 +1725,12 @@ impl Harness {
     /// The same server, as a key of a new team `name` with `limits`.
     async fn team_with(&self, name: &str, limits: &sandbar_store::TeamLimits) -> Harness {
         let team = self.store.create_team(name, limits).await.unwrap().unwrap();
-        let key = self
+        let made = self
             .store
             .create_team_api_key(name, &team.id)
             .await
-            .unwrap()
-            .key;
-        self.with_key(&key)
+            .unwrap();
+        self.with_key(&made.key, &made.info.id)
     }
 
     /// A template `name[:tag]` of this key's team with a ready build of
@@ -1806,93 +1810,134 @@ fn sandbox_id(created: &Value) -> String {
     created["sandboxID"].as_str().unwrap().to_string()
 }
 
-#[tokio::test]
-async fn the_memory_limit_refuses_a_create_past_it_and_one_that_fits_passes() {
+/// A team held to one limit, and what it must refuse and let in.
+struct LimitCase {
+    /// The team's name and limits (generous in all but the one tested).
+    team: &'static str,
+    limits: sandbar_store::TeamLimits,
+    /// A template smaller than a default sandbox: its name, CPUs and MiB.
+    small: (&'static str, u32, u64),
+    /// What of a sandbox the limit counts, and that of a small and of a
+    /// default sandbox.
+    counts: fn(&SandboxSpec) -> u64,
+    small_counts: u64,
+    default_counts: u64,
+    /// The 429 of a second default sandbox beside the first.
+    beside_first: &'static str,
+    /// The 429s beside the first and a small one: (templateID, message).
+    beside_both: &'static [(&'static str, &'static str)],
+    /// How the first gives back what it held: a method and a path after
+    /// `/sandboxes/{id}`.
+    release: (&'static str, &'static str),
+    /// The 429 once a new default sandbox took the first's place.
+    after_release: (&'static str, &'static str),
+}
+
+/// A team held to `case`'s limit refuses a create past it (E2B's 429, the
+/// node not asked) and lets one that fits in; other teams are not held back
+/// by it; what the first sandbox gives back can be taken again.
+async fn a_limit_refuses_a_create_past_it_and_one_that_fits_passes(case: LimitCase) {
     let h = harness().await;
-    // Generous in all but memory: 1000 MiB, less than two default sandboxes
-    // (512 MiB each).
-    let limits = sandbar_store::TeamLimits {
-        max_sandboxes: Some(10),
-        max_memory_mb: Some(1000),
-        max_cpus: Some(100),
-        ..Default::default()
-    };
-    let team = h.team_with("mem", &limits).await;
-    team.ready_template("small:v1", 1, 256).await;
-    let first = sandbox_id(&team.create(json!({"templateID": "base"})).await);
-    team.refused_with_429(
-        json!({"templateID": "base"}),
-        "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (512 MiB in use)",
-    )
-    .await;
-    // 256 MiB more fits (768 of 1000).
-    let second = sandbox_id(&team.create(json!({"templateID": "small:v1"})).await);
-    assert_eq!(h.node.spec(&second).unwrap().memory_mb, 256);
-    team.refused_with_429(
-        json!({"templateID": "base"}),
-        "team 'mem' would use 1280 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
-    )
-    .await;
-    team.refused_with_429(
-        json!({"templateID": "small:v1"}),
-        "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
-    )
-    .await;
+    let team = h.team_with(case.team, &case.limits).await;
+    let (small, cpus, memory_mb) = case.small;
+    team.ready_template(small, cpus, memory_mb).await;
+    let base = json!({"templateID": "base"});
+    let first = sandbox_id(&team.create(base.clone()).await);
+    team.refused_with_429(base.clone(), case.beside_first).await;
+    let second = sandbox_id(&team.create(json!({"templateID": small})).await);
+    assert_eq!(
+        (case.counts)(&h.node.spec(&second).unwrap()),
+        case.small_counts
+    );
+    for (template, message) in case.beside_both {
+        team.refused_with_429(json!({"templateID": template}), message)
+            .await;
+    }
     // Other teams are not held back by it.
-    h.create(json!({"templateID": "base"})).await;
-    // A paused sandbox holds no memory against the limit: 256 in use, and
-    // 512 more fits.
+    h.create(base.clone()).await;
+    let (method, path) = case.release;
     let r = team
-        .call("POST", &format!("/sandboxes/{first}/pause"), None)
+        .call(method, &format!("/sandboxes/{first}{path}"), None)
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    let third = sandbox_id(&team.create(json!({"templateID": "base"})).await);
-    assert_eq!(h.node.spec(&third).unwrap().memory_mb, 512);
-    team.refused_with_429(
-        json!({"templateID": "small:v1"}),
-        "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
-    )
+    let third = sandbox_id(&team.create(base).await);
+    assert_eq!(
+        (case.counts)(&h.node.spec(&third).unwrap()),
+        case.default_counts
+    );
+    let (template, message) = case.after_release;
+    team.refused_with_429(json!({"templateID": template}), message)
+        .await;
+}
+
+#[tokio::test]
+async fn the_memory_limit_refuses_a_create_past_it_and_one_that_fits_passes() {
+    // Generous in all but memory: 1000 MiB, less than two default sandboxes
+    // (512 MiB each).
+    a_limit_refuses_a_create_past_it_and_one_that_fits_passes(LimitCase {
+        team: "mem",
+        limits: sandbar_store::TeamLimits {
+            max_sandboxes: Some(10),
+            max_memory_mb: Some(1000),
+            max_cpus: Some(100),
+            ..Default::default()
+        },
+        small: ("small:v1", 1, 256),
+        counts: |spec| spec.memory_mb,
+        small_counts: 256,
+        default_counts: 512,
+        beside_first:
+            "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (512 MiB in use)",
+        // 256 MiB more fits (768 of 1000).
+        beside_both: &[
+            (
+                "base",
+                "team 'mem' would use 1280 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
+            ),
+            (
+                "small:v1",
+                "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
+            ),
+        ],
+        // A paused sandbox holds no memory against the limit: 256 in use,
+        // and 512 more fits.
+        release: ("POST", "/pause"),
+        after_release: (
+            "small:v1",
+            "team 'mem' would use 1024 MiB of memory, over its limit of 1000 MiB (768 MiB in use)",
+        ),
+    })
     .await;
 }
 
 #[tokio::test]
 async fn the_cpu_limit_refuses_a_create_past_it_and_one_that_fits_passes() {
-    let h = harness().await;
     // Generous in all but CPUs: 3, less than two default sandboxes (2 each).
-    let limits = sandbar_store::TeamLimits {
-        max_sandboxes: Some(10),
-        max_memory_mb: Some(100_000),
-        max_cpus: Some(3),
-        ..Default::default()
-    };
-    let team = h.team_with("cpu", &limits).await;
-    team.ready_template("one:v1", 1, 128).await;
-    let first = sandbox_id(&team.create(json!({"templateID": "base"})).await);
-    team.refused_with_429(
-        json!({"templateID": "base"}),
-        "team 'cpu' would use 4 CPUs, over its limit of 3 (2 in use)",
-    )
-    .await;
-    // One CPU more fits (3 of 3).
-    let second = sandbox_id(&team.create(json!({"templateID": "one:v1"})).await);
-    assert_eq!(h.node.spec(&second).unwrap().cpu_count, 1);
-    team.refused_with_429(
-        json!({"templateID": "one:v1"}),
-        "team 'cpu' would use 4 CPUs, over its limit of 3 (3 in use)",
-    )
-    .await;
-    h.create(json!({"templateID": "base"})).await;
-    // Killing the first gives its two CPUs back.
-    let r = team
-        .call("DELETE", &format!("/sandboxes/{first}"), None)
-        .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    let third = sandbox_id(&team.create(json!({"templateID": "base"})).await);
-    assert_eq!(h.node.spec(&third).unwrap().cpu_count, 2);
-    team.refused_with_429(
-        json!({"templateID": "one:v1"}),
-        "team 'cpu' would use 4 CPUs, over its limit of 3 (3 in use)",
-    )
+    a_limit_refuses_a_create_past_it_and_one_that_fits_passes(LimitCase {
+        team: "cpu",
+        limits: sandbar_store::TeamLimits {
+            max_sandboxes: Some(10),
+            max_memory_mb: Some(100_000),
+            max_cpus: Some(3),
+            ..Default::default()
+        },
+        small: ("one:v1", 1, 128),
+        counts: |spec| spec.cpu_count.into(),
+        small_counts: 1,
+        default_counts: 2,
+        beside_first: "team 'cpu' would use 4 CPUs, over its limit of 3 (2 in use)",
+        // One CPU more fits (3 of 3).
+        beside_both: &[(
+            "one:v1",
+            "team 'cpu' would use 4 CPUs, over its limit of 3 (3 in use)",
+        )],
+        // Killing the first gives its two CPUs back.
+        release: ("DELETE", ""),
+        after_release: (
+            "one:v1",
+            "team 'cpu' would use 4 CPUs, over its limit of 3 (3 in use)",
+        ),
+    })
     .await;
 }
 
@@ -2200,4 +2245,321 @@ async fn base_sandboxes(h: &Harness, n: usize) -> Vec<String> {
         ids.push(sandbox_id(&h.create(json!({"templateID": "base"})).await));
     }
     ids
+}
+
+/// The team's API keys over the API (`/api-keys`, E2B's shapes): these
+/// tests need of the node only that a key's sandboxes calls are let in or
+/// refused.
+mod api_keys {
+    use super::*;
+
+    impl Harness {
+        /// A new key of this harness's team, made through the API.
+        async fn create_key(&self, name: &str) -> Value {
+            let r = self
+                .call("POST", "/api-keys", Some(json!({"name": name})))
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            r.body
+        }
+
+        async fn list_keys(&self) -> Reply {
+            let r = self.call("GET", "/api-keys", None).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r
+        }
+
+        /// Whether this harness's key is let in to the sandboxes API.
+        async fn sandboxes_status(&self) -> StatusCode {
+            self.call("GET", "/v2/sandboxes", None).await.status
+        }
+    }
+
+    fn ids(listed: &Value) -> Vec<String> {
+        let mut ids: Vec<String> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    fn sorted(mut v: Vec<String>) -> Vec<String> {
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn a_key_is_created_listed_used_renamed_and_revoked() {
+        let h = harness().await;
+        let created = h.create_key("ci").await;
+        let key = created["key"].as_str().unwrap().to_string();
+        let id = created["id"].as_str().unwrap().to_string();
+        assert!(
+            key.len() == 44
+                && key.starts_with("e2b_")
+                && key[4..].bytes().all(|b| b.is_ascii_hexdigit()),
+            "{key}"
+        );
+        assert_eq!(created["name"], "ci");
+        assert_eq!(
+            created["mask"],
+            json!({"prefix": "e2b_", "valueLength": 40, "maskedValuePrefix": &key[4..10], "maskedValueSuffix": ""})
+        );
+        assert!(created["createdAt"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(created["createdBy"], Value::Null);
+        assert_eq!(created["lastUsed"], Value::Null);
+
+        // Listed, with its mask and never the key.
+        let listed = h.list_keys().await;
+        assert_eq!(
+            ids(&listed.body),
+            sorted(vec![id.clone(), h.key_id.clone()])
+        );
+        assert!(!listed.text.contains(&key[4..]), "{}", listed.text);
+        assert!(!listed.text.contains(&h.key[4..]), "{}", listed.text);
+        let entry = listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["id"] == id)
+            .unwrap()
+            .clone();
+        assert_eq!(entry["name"], "ci");
+        assert!(entry.get("key").is_none(), "{entry}");
+        assert_eq!(entry["mask"], created["mask"]);
+        assert_eq!(entry["createdAt"], created["createdAt"]);
+
+        // The new key works on the sandboxes API, for the same team.
+        let ci = h.with_key(&key, &id);
+        assert_eq!(ci.sandboxes_status().await, StatusCode::OK);
+        let made = ci
+            .call("POST", "/v2/sandboxes", Some(json!({"templateID": "base"})))
+            .await;
+        assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+        let listed = h.call("GET", "/v2/sandboxes", None).await;
+        assert_eq!(
+            listed.body[0]["sandboxID"], made.body["sandboxID"],
+            "the key's sandbox is its team's"
+        );
+
+        // Renamed (surrounding spaces trimmed).
+        let renamed = h
+            .call(
+                "PATCH",
+                &format!("/api-keys/{id}"),
+                Some(json!({"name": "  deploy  "})),
+            )
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+        assert_eq!(renamed.body["name"], "deploy");
+        assert_eq!(renamed.body["id"], id.as_str());
+        assert!(!renamed.text.contains(&key[4..]));
+        let listed = h.list_keys().await;
+        assert!(listed
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == id && k["name"] == "deploy"));
+        assert_eq!(ci.sandboxes_status().await, StatusCode::OK, "still works");
+
+        // Revoked: refused from then on, and gone from the list.
+        let gone = h.call("DELETE", &format!("/api-keys/{id}"), None).await;
+        assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.body);
+        assert_eq!(gone.body, Value::Null);
+        assert_eq!(ci.sandboxes_status().await, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            ci.call("GET", "/api-keys", None).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(ids(&h.list_keys().await.body), vec![h.key_id.clone()]);
+        assert_eq!(
+            h.call("DELETE", &format!("/api-keys/{id}"), None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND,
+            "a revoked key is not found"
+        );
+        let again = h
+            .call(
+                "PATCH",
+                &format!("/api-keys/{id}"),
+                Some(json!({"name": "x"})),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::NOT_FOUND);
+        assert_eq!(h.sandboxes_status().await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn another_team_neither_sees_nor_touches_our_keys() {
+        let h = harness().await;
+        let (other, _, _) = h.other_team("other").await;
+        let ours = h.create_key("ours").await;
+        let our_id = ours["id"].as_str().unwrap();
+        let our_key = ours["key"].as_str().unwrap();
+
+        let theirs = other.list_keys().await;
+        assert_eq!(
+            ids(&theirs.body),
+            vec![other.key_id.clone()],
+            "only its own"
+        );
+        assert!(!theirs.text.contains(our_id) && !theirs.text.contains(&h.key_id));
+        let mine = h.list_keys().await;
+        assert!(!mine.text.contains(&other.key_id), "{}", mine.text);
+
+        for id in [our_id, h.key_id.as_str()] {
+            let r = other
+                .call(
+                    "PATCH",
+                    &format!("/api-keys/{id}"),
+                    Some(json!({"name": "taken"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+            assert!(r.body["message"].as_str().unwrap().contains("not found"));
+            let r = other.call("DELETE", &format!("/api-keys/{id}"), None).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+        }
+        // Nothing changed: the keys work, under their names.
+        assert_eq!(h.sandboxes_status().await, StatusCode::OK);
+        assert_eq!(
+            h.with_key(our_key, our_id).sandboxes_status().await,
+            StatusCode::OK
+        );
+        let mine = h.list_keys().await;
+        let names: Vec<&str> = mine
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            sorted(names.iter().map(|n| n.to_string()).collect()),
+            ["ours", "test"]
+        );
+
+        // A key the other team makes is its own: we neither see nor touch it.
+        let made = other.create_key("theirs").await;
+        let their_id = made["id"].as_str().unwrap();
+        assert!(!h.list_keys().await.text.contains(their_id));
+        assert_eq!(
+            h.call("DELETE", &format!("/api-keys/{their_id}"), None)
+                .await
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        let created_there = h
+            .with_key(made["key"].as_str().unwrap(), their_id)
+            .call("GET", "/teams", None)
+            .await;
+        assert_eq!(created_there.body[0]["name"], "other", "made for its team");
+    }
+
+    #[tokio::test]
+    async fn a_key_may_revoke_itself_and_is_refused_afterwards() {
+        let h = harness().await;
+        let made = h.create_key("short-lived").await;
+        let id = made["id"].as_str().unwrap();
+        let itself = h.with_key(made["key"].as_str().unwrap(), id);
+        let r = itself
+            .call("DELETE", &format!("/api-keys/{id}"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+        assert_eq!(itself.sandboxes_status().await, StatusCode::UNAUTHORIZED);
+        assert_eq!(ids(&h.list_keys().await.body), vec![h.key_id.clone()]);
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_a_json_4xx() {
+        let h = harness().await;
+        let long = "k".repeat(101);
+        for (body, why) in [
+            (r#"{"name": ""}"#, "must not be empty"),
+            (r#"{"name": "   "}"#, "must not be empty"),
+            (&format!(r#"{{"name": "{long}"}}"#) as &str, "at most 100"),
+            (r#"{"name": "a\nb"}"#, "control characters"),
+            (r#"{}"#, "name"),
+            (r#"{"name": 7}"#, "invalid JSON body"),
+            (r#"{"name": "#, "invalid JSON body"),
+            ("", "body is required"),
+        ] {
+            let r = h.raw("POST", "/api-keys", Some(body)).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+            assert!(
+                r.body["message"].as_str().unwrap().contains(why),
+                "{body}: {}",
+                r.body
+            );
+            let r = h
+                .raw("PATCH", &format!("/api-keys/{}", h.key_id), Some(body))
+                .await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        }
+        // A name of 100 characters (not bytes) is fine.
+        let fits = h.create_key(&"é".repeat(100)).await;
+        assert_eq!(fits["name"].as_str().unwrap().chars().count(), 100);
+        assert_eq!(
+            ids(&h.list_keys().await.body).len(),
+            2,
+            "no bad body made a key"
+        );
+
+        for id in ["0123456789abcdef", "no-such-key", "e2b_"] {
+            let r = h
+                .call(
+                    "PATCH",
+                    &format!("/api-keys/{id}"),
+                    Some(json!({"name": "x"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}: {}", r.body);
+            let r = h.call("DELETE", &format!("/api-keys/{id}"), None).await;
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}: {}", r.body);
+        }
+        // A key's own prefix does not name it here (ids only).
+        let prefix = &h.key[..10];
+        let r = h.call("DELETE", &format!("/api-keys/{prefix}"), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(h.sandboxes_status().await, StatusCode::OK);
+
+        assert_eq!(
+            h.call("PUT", "/api-keys", None).await.status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            h.call("GET", &format!("/api-keys/{}", h.key_id), None)
+                .await
+                .status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+
+        // Without a key, or with a wrong one: 401.
+        let anon = h
+            .send(
+                Request::builder()
+                    .method("GET")
+                    .uri("/api-keys")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+        let wrong = h.with_key(&format!("e2b_{}", "0".repeat(40)), "none");
+        for (method, uri) in [
+            ("GET", "/api-keys".to_string()),
+            ("POST", "/api-keys".to_string()),
+            ("DELETE", format!("/api-keys/{}", h.key_id)),
+        ] {
+            let r = wrong.call(method, &uri, Some(json!({"name": "x"}))).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+        }
+        assert_eq!(h.sandboxes_status().await, StatusCode::OK);
+    }
 }

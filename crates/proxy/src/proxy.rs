@@ -121,8 +121,15 @@ impl Proxy {
 
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
+        // At debug: every request as it comes and as it is answered (the
+        // answer's head; a streamed body goes on after it).
+        let (method, uri, version) = (req.method().clone(), req.uri().clone(), req.version());
+        let host = req.headers().get(HOST).cloned();
+        debug!(remote = %conn.remote, %method, %uri, ?host, ?version, "request");
         let resp = self.route(req, conn).await;
-        crate::telemetry::answered(resp.status(), started.elapsed());
+        let elapsed = started.elapsed();
+        debug!(remote = %conn.remote, %method, %uri, status = resp.status().as_u16(), ms = elapsed.as_secs_f64() * 1000.0, "answered");
+        crate::telemetry::answered(resp.status(), elapsed);
         resp
     }
 

@@ -198,6 +198,20 @@ const JAVASCRIPT = {
   },
 }
 
+/** TypeScript: the same kernel (Deno) with types in the code. */
+const TYPESCRIPT = {
+  ...JAVASCRIPT,
+  name: 'typescript',
+  // Names of its own: the default contexts may share one kernel.
+  setState: 'let tsAnswer: number = 41 + 1',
+  readState: 'tsAnswer',
+  setOther: 'var tsOnlyHere: number = 99',
+  readOther: 'tsOnlyHere',
+  failing: 'function fails(n: number): never {\n  throw new TypeError(`bad value ${n}`)\n}\nfails(17)',
+  readEnv: (name) => `(process.env.${name} as string | undefined) ?? "<unset>"`,
+  busy: 'while (true as boolean) {}',
+}
+
 describe('code interpreter: JavaScript and TypeScript', { skip }, () => {
   const t = languageSuite()
 
@@ -212,6 +226,7 @@ describe('code interpreter: JavaScript and TypeScript', { skip }, () => {
   })
 
   commonTests(t, JAVASCRIPT)
+  describe('typescript', () => commonTests(t, TYPESCRIPT))
 
   it('runs under every name the SDKs give JavaScript and TypeScript', async () => {
     for (const language of ['js', 'javascript', 'ts', 'typescript']) {

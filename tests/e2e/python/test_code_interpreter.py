@@ -178,6 +178,20 @@ def test_code_interpreter_restart_clears_state(ci, new_context):
     assert ci.run_code("6 * 7", context=c).text == "42"
 
 
+def test_code_interpreter_python_context_in_its_cwd(ci, new_context):
+    home = ci.run_code("import os; os.getcwd()")
+    assert home.text == DEFAULT_HOME, home
+    ci.commands.run("mkdir -p /tmp/py-cwd-ctx")
+    c = new_context(language="python", cwd="/tmp/py-cwd-ctx")
+    assert (c.language, c.cwd) == ("python", "/tmp/py-cwd-ctx")
+    assert ci.run_code("import os; os.getcwd()", context=c).text == "/tmp/py-cwd-ctx"
+    # Relative paths resolve there.
+    no_error(ci.run_code("open('rel.txt', 'w').write('relative')", context=c), "write")
+    assert ci.files.read("/tmp/py-cwd-ctx/rel.txt") == "relative"
+    # The default context is not moved by it.
+    assert ci.run_code("os.getcwd()").text == DEFAULT_HOME
+
+
 def test_code_interpreter_bash(ci, new_context):
     c = new_context(language="bash", cwd="/tmp")
     assert (c.language, c.cwd) == ("bash", "/tmp")
