@@ -20,6 +20,7 @@ mod model;
 mod quota;
 mod routes;
 mod sampler;
+mod starts;
 pub mod telemetry;
 mod timeouts;
 mod wake_gate;
@@ -73,6 +74,10 @@ pub struct ApiConfig {
     /// The node's data directory: `/metrics` shows its filesystem's size
     /// and free space as the node's disk (`None`: not shown).
     pub data_dir: Option<std::path::PathBuf>,
+    /// Sandboxes the node starts at once; more creates queue (in order).
+    pub max_starting: usize,
+    /// How long a create may wait in that queue before a 503.
+    pub start_queue_wait: Duration,
 }
 
 impl ApiConfig {
@@ -97,6 +102,8 @@ impl ApiConfig {
             build_cache_retention: Duration::from_secs(7 * 24 * 3600),
             max_builds_per_team: 4,
             data_dir: None,
+            max_starting: 16,
+            start_queue_wait: Duration::from_secs(10),
         }
     }
 }
@@ -113,6 +120,8 @@ pub(crate) struct Shared {
     pub builds: builds::Builds,
     /// Layers and roots in use by work in flight (see [`leases`]).
     pub leases: leases::Leases,
+    /// Places among the sandboxes starting on the node (see [`starts`]).
+    pub starts: starts::Starts,
 }
 
 pub(crate) type AppState = Arc<Shared>;
@@ -136,7 +145,9 @@ impl Api {
     ) -> Result<Self, ApiError> {
         let builds =
             builds::Builds::new(config.build_files_dir.clone(), config.max_builds_per_team);
+        let starts = starts::Starts::new(config.max_starting, config.start_queue_wait);
         let shared = Arc::new(Shared {
+            starts,
             config,
             store,
             backend,

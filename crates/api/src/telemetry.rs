@@ -58,6 +58,11 @@ pub(crate) fn created(template: &str, ok: bool, took: Duration) {
     }
 }
 
+/// A create waited for a place to start past the queue's bound (503).
+pub(crate) fn start_refused() {
+    metrics::counter!("sandbar_sandbox_start_queue_refusals_total").increment(1);
+}
+
 /// A resume through the API ended after `took`.
 pub(crate) fn resumed(ok: bool, took: Duration) {
     let result = if ok { "ok" } else { "error" };

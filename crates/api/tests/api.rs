@@ -32,6 +32,8 @@ struct FakeNode {
     can_memory: std::sync::atomic::AtomicBool,
     memory_fails: std::sync::atomic::AtomicBool,
     snapshots: Mutex<Vec<bool>>,
+    /// How long a create takes on this node, ms.
+    create_ms: std::sync::atomic::AtomicU64,
 }
 
 impl FakeNode {
@@ -69,6 +71,8 @@ impl SandboxBackend for FakeNode {
 
     fn create(&self, spec: SandboxSpec) -> BoxFuture<'_, Result<SandboxInfo, RuntimeError>> {
         Box::pin(async move {
+            let ms = self.create_ms.load(std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
             let info = Self::info(&spec, State::Running);
             self.live.lock().unwrap().insert(spec.id.clone(), spec);
             Ok(info)
@@ -265,6 +269,11 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+/// A harness whose API config `adjust` changes first.
+async fn harness_with(adjust: impl FnOnce(&mut ApiConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&Store::default_url(dir.path())).await.unwrap();
     let made = store.create_api_key("test").await.unwrap();
@@ -274,6 +283,7 @@ async fn harness() -> Harness {
     config.metrics_interval = Duration::from_millis(100);
     config.build_files_dir = Some(dir.path().join("build-files"));
     config.data_dir = Some(dir.path().to_path_buf());
+    adjust(&mut config);
     let api = Api::start(config, store.clone(), node.clone())
         .await
         .unwrap();
@@ -1249,6 +1259,60 @@ async fn team_limits_answer_429_and_400() {
     small
         .create(json!({"templateID": "base", "timeout": 60}))
         .await;
+}
+
+#[tokio::test]
+async fn creates_past_what_the_node_starts_at_once_queue_then_get_a_503() {
+    let h = harness_with(|c| {
+        c.max_starting = 2;
+        c.start_queue_wait = Duration::from_millis(600);
+    })
+    .await;
+    // Each start takes 400 ms: of five at once, two start, two more get
+    // their turn after 400 ms, within the wait; the fifth's would come after
+    // 800 ms, so it is refused at 600 (200 ms either way for a slow host).
+    h.node
+        .create_ms
+        .store(400, std::sync::atomic::Ordering::Relaxed);
+    let body = json!({"templateID": "base", "timeout": 60});
+    let started = std::time::Instant::now();
+    let replies =
+        futures::future::join_all((0..5).map(|_| h.call("POST", "/sandboxes", Some(body.clone()))))
+            .await;
+    let took = started.elapsed();
+    let made = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::CREATED)
+        .count();
+    let refused: Vec<&Reply> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        .collect();
+    assert_eq!(
+        (made, refused.len()),
+        (4, 1),
+        "{:?}",
+        replies.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    let r = refused[0];
+    assert_eq!(r.body["code"], 503, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the node is busy: 2 sandboxes are starting"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.headers["retry-after"], "1");
+    assert_eq!(
+        h.node.live.lock().unwrap().len(),
+        4,
+        "the refused one never reached the node"
+    );
+    assert!(took < Duration::from_secs(3), "no create hung: {took:?}");
+    // With the burst over, a create starts at once.
+    h.create(body).await;
 }
 
 #[tokio::test]

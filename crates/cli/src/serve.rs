@@ -160,6 +160,12 @@ pub struct ServeArgs {
     /// Template builds one team may run at once (more answer 429).
     #[arg(long, env = "SANDBAR_MAX_BUILDS_PER_TEAM", default_value_t = 4)]
     pub max_builds_per_team: usize,
+    /// Sandboxes the node starts at once; more creates wait their turn, in
+    /// order, for at most --start-queue-secs, then answer 503 (Retry-After).
+    #[arg(long, env = "SANDBAR_MAX_STARTING", default_value_t = 16)]
+    pub max_starting: usize,
+    #[arg(long, env = "SANDBAR_START_QUEUE_SECS", default_value_t = 10)]
+    pub start_queue_secs: u64,
 }
 
 /// `100G`, `512M`, `1T` or plain bytes.
@@ -448,6 +454,8 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
     api_config.registry_mirrors = args.registry_mirrors.clone();
     api_config.build_cache_retention = Duration::from_secs(args.build_cache_hours * 3600);
     api_config.max_builds_per_team = args.max_builds_per_team.max(1);
+    api_config.max_starting = args.max_starting.max(1);
+    api_config.start_queue_wait = Duration::from_secs(args.start_queue_secs);
     api_config.default_timeout = api_config.default_timeout.min(api_config.max_timeout);
     let api = match Api::start(
         api_config,

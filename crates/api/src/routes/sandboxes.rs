@@ -353,7 +353,9 @@ async fn make_sandbox_untimed(
         start: plan.start.clone(),
     };
     let runtime_started = std::time::Instant::now();
+    let starting = state.starts.enter().await?;
     let info = state.backend.create(spec).await.map_err(runtime_error)?;
+    drop(starting);
     let runtime_ms = runtime_started.elapsed().as_secs_f64() * 1000.0;
     if let (Some(ready), false) = (&plan.ready_cmd, info.restored) {
         if let Err(why) =
