@@ -24,6 +24,23 @@ pub struct Claim {
     pub cpus: u64,
 }
 
+impl Claim {
+    pub fn of(memory_mb: u64, cpu_count: u32) -> Self {
+        Self {
+            memory_mb,
+            cpus: u64::from(cpu_count),
+        }
+    }
+}
+
+/// Why a sandbox asks for a place: a new one (counted against the create
+/// rate too), or a paused one running again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Create,
+    Resume,
+}
+
 #[derive(Default)]
 struct TeamState {
     inflight: TeamUsage,
@@ -72,31 +89,21 @@ impl Quotas {
             .clone()
     }
 
-    /// Checks a new sandbox of `claim` living `lifetime` against `team`'s
-    /// limits and reserves its place.
+    /// Checks a sandbox of `claim` that would run for `lifetime` against
+    /// `team`'s limits and reserves its place. A paused sandbox holds none,
+    /// so resuming one ([`Admission::Resume`]) is bound by the same limits
+    /// as a create (else pause, create, resume goes past them), less the
+    /// create rate.
     pub async fn admit(
         &self,
         store: &Store,
         team: &Team,
         claim: Claim,
         lifetime: Duration,
+        kind: Admission,
     ) -> Result<Reservation, ApiError> {
-        self.reserve(store, team, claim, lifetime, true).await
-    }
-
-    /// Checks a paused sandbox of `claim` that would run again for
-    /// `lifetime` against `team`'s limits and reserves its place: a paused
-    /// sandbox holds none, so resuming one is bound by the same limits as a
-    /// create (else pause, create, resume goes past them), less the create
-    /// rate.
-    pub async fn admit_resume(
-        &self,
-        store: &Store,
-        team: &Team,
-        claim: Claim,
-        lifetime: Duration,
-    ) -> Result<Reservation, ApiError> {
-        self.reserve(store, team, claim, lifetime, false).await
+        self.reserve(store, team, claim, lifetime, kind == Admission::Create)
+            .await
     }
 
     async fn reserve(
@@ -216,14 +223,27 @@ mod tests {
             cpus: 1,
         };
         let life = Duration::from_secs(60);
-        let a = q.admit(&store, &team, claim, life).await.unwrap();
-        let _b = q.admit(&store, &team, claim, life).await.unwrap();
-        let err = q.admit(&store, &team, claim, life).await.err().unwrap();
+        let a = q
+            .admit(&store, &team, claim, life, Admission::Create)
+            .await
+            .unwrap();
+        let _b = q
+            .admit(&store, &team, claim, life, Admission::Create)
+            .await
+            .unwrap();
+        let err = q
+            .admit(&store, &team, claim, life, Admission::Create)
+            .await
+            .err()
+            .unwrap();
         assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(err.message.contains("limit of 2"), "{}", err.message);
         drop(a);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(q.admit(&store, &team, claim, life).await.is_ok());
+        assert!(q
+            .admit(&store, &team, claim, life, Admission::Create)
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
@@ -239,13 +259,13 @@ mod tests {
         let life = Duration::from_secs(60);
         for _ in 0..2 {
             drop(
-                q.admit(&store, &team, Claim::default(), life)
+                q.admit(&store, &team, Claim::default(), life, Admission::Create)
                     .await
                     .unwrap(),
             );
         }
         let err = q
-            .admit(&store, &team, Claim::default(), life)
+            .admit(&store, &team, Claim::default(), life, Admission::Create)
             .await
             .err()
             .unwrap();
@@ -257,7 +277,13 @@ mod tests {
             "{err:?}"
         );
         let err = q
-            .admit(&store, &team, Claim::default(), Duration::from_secs(601))
+            .admit(
+                &store,
+                &team,
+                Claim::default(),
+                Duration::from_secs(601),
+                Admission::Create,
+            )
             .await
             .err()
             .unwrap();

@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sandbar_runtime::{BoxFuture, Catalog, DialError, Found, RuntimeError};
 
+use crate::quota::{Admission, Claim};
 use crate::AppState;
 
 pub(crate) struct WakeGate {
@@ -37,14 +38,12 @@ impl WakeGate {
         let _reservation = self
             .state
             .quotas
-            .admit_resume(
+            .admit(
                 store,
                 &team,
-                crate::quota::Claim {
-                    memory_mb: rec.memory_mb,
-                    cpus: u64::from(rec.cpu_count),
-                },
+                Claim::of(rec.memory_mb, rec.cpu_count),
                 timeout,
+                Admission::Resume,
             )
             .await
             .map_err(|e| refused(e.message))?;

@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::model::{
     ErrorShape, ForkBody, ForkResult, PauseBody, ResumeBody, SnapshotBody, SnapshotInfo,
 };
+use crate::quota::{Admission, Claim};
 use crate::routes::sandboxes::{
     lifetime_until, live, make_sandbox, new_sandbox_id, runtime_error, sandbox_json, NewSandboxPlan,
 };
@@ -99,14 +100,12 @@ async fn resume_sandbox_untimed(
     // Held until the record says running (then the store counts it).
     let _reservation = state
         .quotas
-        .admit_resume(
+        .admit(
             &state.store,
             &caller.team,
-            crate::quota::Claim {
-                memory_mb: rec.memory_mb,
-                cpus: u64::from(rec.cpu_count),
-            },
+            Claim::of(rec.memory_mb, rec.cpu_count),
             timeout,
+            Admission::Resume,
         )
         .await?;
     if memory == Some(false)

@@ -17,6 +17,7 @@ use crate::model::{
     rfc3339, NetworkUpdate, NewSandbox, RefreshBody, Sandbox, SandboxDetail, SandboxIdentity,
     SandboxLogs, TimeoutBody,
 };
+use crate::quota::{Admission, Claim};
 use crate::timeouts;
 use crate::AppState;
 
@@ -322,11 +323,9 @@ async fn make_sandbox_untimed(
         .admit(
             &state.store,
             &caller.team,
-            crate::quota::Claim {
-                memory_mb: plan.memory_mb,
-                cpus: u64::from(plan.cpu_count),
-            },
+            Claim::of(plan.memory_mb, plan.cpu_count),
             plan.timeout,
+            Admission::Create,
         )
         .await?;
     let id = new_sandbox_id();
