@@ -90,13 +90,44 @@ async function fail(res: Response): Promise<never> {
   throw new ApiError(res.status, message)
 }
 
+/**
+ * A request that got no answer because the browser saw the network change
+ * (Chromium aborts requests in flight with ERR_NETWORK_CHANGED, a
+ * TypeError to fetch, when an interface comes or goes; on sandbar's own
+ * host every sandbox adds and removes one) may be sent once more when
+ * repeating it does no harm: by default for GET, HEAD, PUT and DELETE.
+ */
+export interface Repeat {
+  /** Send it again after such a failure (default: by method). */
+  repeat?: boolean
+  /** Statuses that, answering the repeat, say the first one was done (a
+   *  DELETE's 404, a pause's 409). */
+  doneOnRepeat?: number[]
+}
+
+const REPEATABLE = new Set(['GET', 'HEAD', 'PUT', 'DELETE'])
+
+/** Whether `e` is a failure of the network under a request, not an answer. */
+export function isNetworkFailure(e: unknown): boolean {
+  return e instanceof TypeError || (e instanceof Error && /failed to fetch|network ?changed|fetch failed/i.test(e.message))
+}
+
 export async function call<T>(
   path: string,
   init: RequestInit = {},
+  { repeat, doneOnRepeat = [] }: Repeat = {},
 ): Promise<{ data: T; headers: Headers }> {
   const headers = new Headers(init.headers)
   if (init.body !== undefined && !headers.has('content-type')) headers.set('content-type', 'application/json')
-  const res = await fetch(here(`api${path}`), { ...init, headers, credentials: 'same-origin' })
+  const send = () => fetch(here(`api${path}`), { ...init, headers, credentials: 'same-origin' })
+  let res: Response
+  try {
+    res = await send()
+  } catch (e) {
+    if (!(repeat ?? REPEATABLE.has((init.method ?? 'GET').toUpperCase())) || !isNetworkFailure(e)) throw e
+    res = await send()
+    if (doneOnRepeat.includes(res.status)) return { data: undefined as T, headers: res.headers }
+  }
   if (!res.ok) await fail(res)
   const text = await res.text()
   return { data: (text ? JSON.parse(text) : undefined) as T, headers: res.headers }

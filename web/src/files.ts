@@ -1,6 +1,7 @@
 // A file browser on envd's filesystem API (through the SDK): list a
 // directory, go up and down, download a file, upload files into it.
 import type { Sandbox } from 'e2b'
+import { isNetworkFailure } from './api'
 import { bytes, errorText, fill, h, toast } from './dom'
 
 export function fileBrowser(box: HTMLElement, sandbox: Sandbox, start = '/home/user'): () => void {
@@ -30,7 +31,12 @@ export function fileBrowser(box: HTMLElement, sandbox: Sandbox, start = '/home/u
     status.textContent = `uploading ${files.length} file(s)…`
     try {
       for (const f of files) {
-        await sandbox.files.write(join(cwd, f.name), f)
+        // Writing a file again does no harm: once more after a failure of
+        // the network under it (see `isNetworkFailure`).
+        await sandbox.files.write(join(cwd, f.name), f).catch((e: unknown) => {
+          if (!isNetworkFailure(e)) throw e
+          return sandbox.files.write(join(cwd, f.name), f)
+        })
       }
       toast(`Uploaded ${files.map((f) => f.name).join(', ')} to ${cwd}`)
     } catch (e) {

@@ -370,9 +370,24 @@ describe('the dashboard', { skip: (!existsSync(CHROMIUM) && `no ${CHROMIUM}`) ||
 
     await page.goto(`${base}#/sandboxes/${sandbox.sandboxId}`)
     await page.waitForSelector('#sandbox-state [data-state="running"]')
+    // What the page's kill did, said if the list does not come back.
+    const seen = []
+    const onResponse = (r) => r.request().method() === 'DELETE' && seen.push(`${r.status()} ${r.url()}`)
+    const onFailed = (r) => seen.push(`failed ${r.method()} ${r.url()}: ${r.failure()?.errorText}`)
+    page.on('response', onResponse)
+    page.on('requestfailed', onFailed)
     page.once('dialog', (d) => d.accept())
     await page.click('#btn-kill')
-    await page.waitForSelector('#sandbox-rows')
+    try {
+      await page.waitForSelector('#sandbox-rows')
+    } catch (e) {
+      await shot('kill-failed')
+      const toasts = await page.textContent('#toasts').catch(() => '(no toasts)')
+      throw new Error(`${e.message}\nat ${page.url()}; toasts: ${toasts}; requests: ${JSON.stringify(seen)}`)
+    } finally {
+      page.off('response', onResponse)
+      page.off('requestfailed', onFailed)
+    }
     await until('the SDK to see it gone', async () => {
       try {
         await Sandbox.getInfo(sandbox.sandboxId)

@@ -280,10 +280,11 @@ export const sandboxPage: Page = (root, route) => {
         // Before the pause: closing a shell of a paused sandbox would be a
         // request to it, which wakes one that auto-resumes.
         resetEnvdPanels(false)
-        await call(`${path}/pause`, { method: 'POST', body: '{}' })
+        // A repeat answered 409: the first one paused it.
+        await call(`${path}/pause`, { method: 'POST', body: '{}' }, { repeat: true, doneOnRepeat: [409] })
         toast('Paused (processes and memory kept)')
       } else if (what === 'resume') {
-        await call(`${path}/resume`, { method: 'POST', body: '{}' })
+        await call(`${path}/resume`, { method: 'POST', body: '{}' }, { repeat: true, doneOnRepeat: [409] })
         toast('Resumed')
       } else {
         const name = prompt('Snapshot name (optional, name or name:tag)', '')

@@ -146,5 +146,6 @@ export function badge(state: string): HTMLElement {
 
 /** Used by the sandbox page after a kill. */
 export async function killSandbox(id: string): Promise<void> {
-  await call(`/sandboxes/${encodeURIComponent(id)}`, { method: 'DELETE' })
+  // A repeat answered 404: the first one killed it.
+  await call(`/sandboxes/${encodeURIComponent(id)}`, { method: 'DELETE' }, { doneOnRepeat: [404] })
 }
