@@ -8,7 +8,7 @@
 //! `[a-z0-9]+` (the proxy builds paths and names from it); a host-routed
 //! target comes from a `{port}-{id}[-…].{domain}` host and routes the same
 //! when written back in canonical form; `api.{domain}` is the only way to
-//! the control plane.
+//! the control plane and the bare `{domain}` the only way to the dashboard.
 
 #![no_main]
 
@@ -60,6 +60,9 @@ fuzz_target!(|data: &[u8]| {
                 name.as_deref(),
                 Some(format!("api.{}", hosts.domain()).as_str())
             );
+        }
+        Ok(Target::Dashboard) => {
+            assert_eq!(name.as_deref(), Some(hosts.domain()));
         }
         Ok(Target::Sandbox { id, port }) => {
             assert_ne!(*port, 0, "port 0 routed");
