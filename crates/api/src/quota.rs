@@ -43,30 +43,33 @@ pub enum Admission {
 
 #[derive(Default)]
 struct TeamState {
-    inflight: TeamUsage,
-    bucket: Option<(f64, Instant)>,
+    /// Held by one admission at a time, across its store read (with the
+    /// create-rate bucket it guards).
+    admitting: tokio::sync::Mutex<Option<(f64, Instant)>>,
+    /// The places reserved and not yet stored: given back at once when a
+    /// reservation drops (a later give-back let a create just stored count
+    /// twice, and refuse the next one wrongly).
+    inflight: std::sync::Mutex<TeamUsage>,
 }
 
 #[derive(Default)]
 pub struct Quotas {
-    teams: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TeamState>>>>,
+    teams: std::sync::Mutex<HashMap<String, Arc<TeamState>>>,
 }
 
 /// A create's place in its team's limits; dropping it gives the place back
 /// (after the sandbox's record is stored, which then counts instead).
 pub struct Reservation {
-    team: Option<(Arc<tokio::sync::Mutex<TeamState>>, Claim)>,
+    team: Option<(Arc<TeamState>, Claim)>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some((state, claim)) = self.team.take() {
-            tokio::spawn(async move {
-                let mut s = state.lock().await;
-                s.inflight.sandboxes = s.inflight.sandboxes.saturating_sub(1);
-                s.inflight.memory_mb = s.inflight.memory_mb.saturating_sub(claim.memory_mb);
-                s.inflight.cpus = s.inflight.cpus.saturating_sub(claim.cpus);
-            });
+            let mut inflight = state.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.sandboxes = inflight.sandboxes.saturating_sub(1);
+            inflight.memory_mb = inflight.memory_mb.saturating_sub(claim.memory_mb);
+            inflight.cpus = inflight.cpus.saturating_sub(claim.cpus);
         }
     }
 }
@@ -80,7 +83,7 @@ fn over_limit(message: String) -> ApiError {
 }
 
 impl Quotas {
-    fn state_of(&self, team: &str) -> Arc<tokio::sync::Mutex<TeamState>> {
+    fn state_of(&self, team: &str) -> Arc<TeamState> {
         self.teams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -120,16 +123,16 @@ impl Quotas {
             return Ok(Reservation { team: None });
         }
         let state = self.state_of(&team.id);
-        let mut s = state.lock().await;
+        let mut bucket = state.admitting.lock().await;
         if let Some(per_minute) = limits.max_creates_per_minute.filter(|_| rated) {
             let capacity = per_minute as f64;
             let now = Instant::now();
-            let (tokens, at) = s.bucket.unwrap_or((capacity, now));
+            let (tokens, at) = bucket.unwrap_or((capacity, now));
             let tokens =
                 (tokens + now.duration_since(at).as_secs_f64() * capacity / 60.0).min(capacity);
             if tokens < 1.0 {
                 let wait = ((1.0 - tokens) * 60.0 / capacity).ceil().max(1.0) as u64;
-                s.bucket = Some((tokens, now));
+                *bucket = Some((tokens, now));
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     format!(
@@ -139,13 +142,14 @@ impl Quotas {
                 )
                 .with_header("retry-after", HeaderValue::from(wait)));
             }
-            s.bucket = Some((tokens - 1.0, now));
+            *bucket = Some((tokens - 1.0, now));
         }
         let stored = store.team_usage(&team.id).await?;
+        let inflight = *state.inflight.lock().unwrap_or_else(|e| e.into_inner());
         let used = TeamUsage {
-            sandboxes: stored.sandboxes + s.inflight.sandboxes,
-            memory_mb: stored.memory_mb + s.inflight.memory_mb,
-            cpus: stored.cpus + s.inflight.cpus,
+            sandboxes: stored.sandboxes + inflight.sandboxes,
+            memory_mb: stored.memory_mb + inflight.memory_mb,
+            cpus: stored.cpus + inflight.cpus,
         };
         if let Some(max) = limits.max_sandboxes {
             if used.sandboxes + 1 > max {
@@ -175,10 +179,13 @@ impl Quotas {
                 )));
             }
         }
-        s.inflight.sandboxes += 1;
-        s.inflight.memory_mb += claim.memory_mb;
-        s.inflight.cpus += claim.cpus;
-        drop(s);
+        {
+            let mut inflight = state.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.sandboxes += 1;
+            inflight.memory_mb += claim.memory_mb;
+            inflight.cpus += claim.cpus;
+        }
+        drop(bucket);
         Ok(Reservation {
             team: Some((state, claim)),
         })
@@ -238,8 +245,9 @@ mod tests {
             .unwrap();
         assert_eq!(err.status, StatusCode::TOO_MANY_REQUESTS);
         assert!(err.message.contains("limit of 2"), "{}", err.message);
+        // Given back at once: the next admission, without a yield between,
+        // finds the place.
         drop(a);
-        tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(q
             .admit(&store, &team, claim, life, Admission::Create)
             .await
