@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # sandbar's own restarts lose nothing: a clean stop (SIGTERM) pauses every
-# sandbox on its files and the next start holds them paused; `kill -9` of the
-# server does too (the next start finds the writable layers on disk). Driven
+# sandbox (with its processes on disk where the server's criu works, else on
+# its files) and the next start holds them paused; `kill -9` of the server
+# does too (the next start finds the writable layers on disk). Driven
 # with the official JS SDK (tests/e2e/restart/steps.mjs); after each stop the
 # host holds nothing of the instance but its data dir.
 #
@@ -67,11 +68,14 @@ finish() {
 trap finish EXIT
 
 cd "$here"
+# Whether the server carries processes across its stop (its criu, checked as
+# it checks it): the steps then expect the same boot and processes.
+if /usr/local/sbin/criu check >/dev/null 2>&1; then export E2E_CRIU=1; else export E2E_CRIU=0; fi
 log "a server with two sandboxes (instance $instance)"
 start
 node restart/steps.mjs before
 
-log "SIGTERM: sandboxes are paused on their files"
+log "SIGTERM: sandboxes are paused (processes on disk with criu, else files)"
 kill -TERM "$server_pid"; wait "$server_pid"; server_pid=""
 nothing_but_files
 start
