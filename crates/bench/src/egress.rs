@@ -130,12 +130,18 @@ fn send_bulk(conn: &mut TcpStream, mut len: usize) -> std::io::Result<()> {
 
 /// The first line says how many MiB to send; then they are sent.
 fn source(mut conn: TcpStream) {
-    let mut line = [0u8; 16];
-    let Ok(n) = conn.read(&mut line) else { return };
-    let mib: usize = String::from_utf8_lossy(&line[..n])
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    // The whole line before sending: a byte of it left unread when this
+    // closes makes the kernel answer RST, which drops what was still in
+    // flight to the client ("Connection reset by peer" in its reads).
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\n") && line.len() < 16 {
+        match conn.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => return,
+        }
+    }
+    let mib: usize = String::from_utf8_lossy(&line).trim().parse().unwrap_or(0);
     let _ = send_bulk(&mut conn, mib << 20);
 }
 
@@ -322,20 +328,22 @@ fn measure_inside(host: Ipv4Addr, name: &str, counts: &EgressCounts) -> Result<I
     let mut connect = Vec::new();
     for _ in 0..counts.round_trips {
         let started = Instant::now();
-        let c = TcpStream::connect_timeout(&(host, SINK_PORT).into(), IO_TIMEOUT)?;
+        let c = TcpStream::connect_timeout(&(host, SINK_PORT).into(), IO_TIMEOUT)
+            .context("connect to the test host's sink")?;
         connect.push(started.elapsed().as_secs_f64() * 1000.0);
         drop(c);
     }
     let mut http_first = Vec::new();
     for _ in 0..counts.round_trips {
         let started = Instant::now();
-        let mut c = TcpStream::connect_timeout(&(host, HTTP_PORT).into(), IO_TIMEOUT)?;
+        let mut c = TcpStream::connect_timeout(&(host, HTTP_PORT).into(), IO_TIMEOUT)
+            .context("connect to the test host's HTTP server")?;
         c.set_read_timeout(Some(IO_TIMEOUT))?;
         c.set_nodelay(true)?;
-        write!(c, "GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")?;
+        write!(c, "GET / HTTP/1.1\r\nHost: {name}\r\n\r\n").context("send an HTTP request")?;
         let mut got = Vec::new();
         while !got.ends_with(b"ok") {
-            let n = c.read(&mut buf)?;
+            let n = c.read(&mut buf).context("read an HTTP answer")?;
             if n == 0 {
                 bail!("the HTTP connection closed early");
             }
@@ -349,7 +357,7 @@ fn measure_inside(host: Ipv4Addr, name: &str, counts: &EgressCounts) -> Result<I
         let mut big = vec![0u8; 256 * 1024];
         let mut left = len;
         while left > 0 {
-            let n = c.read(&mut big)?;
+            let n = c.read(&mut big).context("read a bulk transfer")?;
             if n == 0 {
                 bail!("the transfer ended {left} bytes short");
             }
@@ -362,18 +370,22 @@ fn measure_inside(host: Ipv4Addr, name: &str, counts: &EgressCounts) -> Result<I
     for round in 0..=counts.rounds {
         let warm_up = round == 0;
         let started = Instant::now();
-        let mut c = TcpStream::connect_timeout(&(host, SOURCE_PORT).into(), IO_TIMEOUT)?;
-        writeln!(c, "{bulk}")?;
-        read_all(c, bulk << 20)?;
+        let mut c = TcpStream::connect_timeout(&(host, SOURCE_PORT).into(), IO_TIMEOUT)
+            .context("connect to the test host's source")?;
+        c.write_all(format!("{bulk}\n").as_bytes())
+            .context("ask the source")?;
+        read_all(c, bulk << 20).context("TCP from the source")?;
         if !warm_up {
             tcp_mibps = tcp_mibps.max(bulk as f64 / started.elapsed().as_secs_f64());
         }
 
         let started = Instant::now();
-        let mut c = TcpStream::connect_timeout(&(host, HTTP_PORT).into(), IO_TIMEOUT)?;
-        write!(c, "GET /bulk/{bulk} HTTP/1.1\r\nHost: {name}\r\n\r\n")?;
+        let mut c = TcpStream::connect_timeout(&(host, HTTP_PORT).into(), IO_TIMEOUT)
+            .context("connect for an HTTP bulk transfer")?;
+        write!(c, "GET /bulk/{bulk} HTTP/1.1\r\nHost: {name}\r\n\r\n")
+            .context("ask for an HTTP bulk transfer")?;
         // The head is short; count it into the body's bytes.
-        read_all(c, bulk << 20)?;
+        read_all(c, bulk << 20).context("HTTP bulk")?;
         if !warm_up {
             http_mibps = http_mibps.max(bulk as f64 / started.elapsed().as_secs_f64());
         }
@@ -442,8 +454,16 @@ async fn measure(
                 bulk_mib: counts.bulk_mib,
                 rounds: counts.rounds,
             };
+            let which = if id == &plain.id {
+                "no policy"
+            } else {
+                "a domain policy"
+            };
             let inside = tokio::task::spawn_blocking(move || {
-                in_ns(ns, move || measure_inside(addr, &name, &c))
+                in_ns(ns, move || {
+                    measure_inside(addr, &name, &c)
+                        .with_context(|| format!("in the sandbox with {which}"))
+                })
             })
             .await???;
             results.push(inside);
