@@ -88,6 +88,21 @@ fn cookie_value(id: &str, token: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h.finalize())
 }
 
+/// `s` with every byte outside visible ASCII percent-encoded: the request's
+/// raw bytes (a path or query may carry UTF-8 or spaces) are not echoed
+/// into the Location header, which is ASCII (found by fuzzing).
+fn visible_ascii(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x21..=0x7e).contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn redirect<B>(
     req: &Request<B>,
     id: &str,
@@ -96,11 +111,11 @@ fn redirect<B>(
     tls: bool,
 ) -> Response<ProxyBody> {
     let path = req.uri().path();
-    let location = if rest_query.is_empty() {
+    let location = visible_ascii(&if rest_query.is_empty() {
         path.to_string()
     } else {
         format!("{path}?{rest_query}")
-    };
+    });
     // Without TLS a Secure cookie would be dropped by the browser; the plain
     // listener is for loopback and deployments that terminate TLS in front.
     let secure = if tls { "; Secure" } else { "" };
@@ -266,5 +281,14 @@ mod tests {
             .to_str()
             .unwrap()
             .contains("Secure"));
+    }
+
+    #[test]
+    fn a_location_carries_visible_ascii_only() {
+        assert_eq!(visible_ascii("/p/q?x=1&y=2"), "/p/q?x=1&y=2");
+        assert_eq!(
+            visible_ascii("/p/[q?x=cop\u{3de}&a b"),
+            "/p/[q?x=cop%CF%9E&a%20b"
+        );
     }
 }
