@@ -92,10 +92,7 @@ fn info(spec: &SandboxSpec, state: State) -> SandboxInfo {
 
 impl Node {
     fn is_running(&self, id: &str) -> bool {
-        matches!(
-            self.state(id),
-            Some(State::Running | State::Snapshotting)
-        )
+        matches!(self.state(id), Some(State::Running | State::Snapshotting))
     }
 
     /// Moves `id` by `op` as the runtime would (the operation in between
@@ -159,7 +156,11 @@ impl SandboxBackend for Node {
     }
 
     fn spec(&self, id: &str) -> Option<SandboxSpec> {
-        self.held.lock().unwrap().get(id).map(|(spec, _)| spec.clone())
+        self.held
+            .lock()
+            .unwrap()
+            .get(id)
+            .map(|(spec, _)| spec.clone())
     }
 
     fn pause<'a>(
@@ -259,9 +260,8 @@ impl SandboxBackend for Node {
     /// processes) has looked a name up and connected.
     fn egress_log<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Option<Vec<Logged>>> {
         Box::pin(async move {
-            match self.state(id)? {
-                State::Paused(PauseMode::Filesystem) => return None,
-                _ => {}
+            if self.state(id)? == State::Paused(PauseMode::Filesystem) {
+                return None;
             }
             let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
             Some(vec![
