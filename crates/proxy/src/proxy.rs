@@ -122,13 +122,19 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         // At debug: every request as it comes and as it is answered (the
-        // answer's head; a streamed body goes on after it).
-        let (method, uri, version) = (req.method().clone(), req.uri().clone(), req.version());
-        let host = req.headers().get(HOST).cloned();
-        debug!(remote = %conn.remote, %method, %uri, ?host, ?version, "request");
+        // answer's head; a streamed body goes on after it). Nothing is
+        // copied for it unless debug is on: this is every request's path.
+        let seen = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| (req.method().clone(), req.uri().clone()));
+        if let Some((method, uri)) = &seen {
+            let host = req.headers().get(HOST);
+            debug!(remote = %conn.remote, %method, %uri, ?host, version = ?req.version(), "request");
+        }
         let resp = self.route(req, conn).await;
         let elapsed = started.elapsed();
-        debug!(remote = %conn.remote, %method, %uri, status = resp.status().as_u16(), ms = elapsed.as_secs_f64() * 1000.0, "answered");
+        if let Some((method, uri)) = &seen {
+            debug!(remote = %conn.remote, %method, %uri, status = resp.status().as_u16(), ms = elapsed.as_secs_f64() * 1000.0, "answered");
+        }
         crate::telemetry::answered(resp.status(), elapsed);
         resp
     }
