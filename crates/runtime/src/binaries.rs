@@ -65,9 +65,12 @@ pub(crate) fn fingerprint(path: &Path) -> std::io::Result<String> {
 /// ([`crate::checkpoint::stage_dir`]), removed with the binaries.
 pub(crate) const STAGES: &str = "restore";
 
+/// The parent of every instance's [`run_dir`].
+pub(crate) const RUN_ROOT: &str = "/run/sandbar";
+
 /// The runtime's directory of `instance` for what lives only while it runs.
 pub(crate) fn run_dir(instance: &str) -> PathBuf {
-    PathBuf::from("/run/sandbar").join(instance)
+    PathBuf::from(RUN_ROOT).join(instance)
 }
 
 /// Where the tmpfs of `instance` is mounted.
@@ -162,6 +165,7 @@ pub(crate) fn remove(dir: &Path) {
     let _ = std::fs::remove_dir(dir);
     if let Some(parent) = dir.parent() {
         let _ = std::fs::remove_dir(parent.join(STAGES));
+        let _ = std::fs::remove_dir_all(parent.join(crate::checkpoint::CACHE_DIR));
         let _ = std::fs::remove_dir(parent);
     }
 }

@@ -62,6 +62,9 @@ use serde::{Deserialize, Serialize};
 use crate::init::{DEV_LINKS, DEV_NODES, ENVD_PATH, INTERPRETER_PATH};
 use crate::sys;
 
+mod kdat;
+pub(crate) use kdat::DIR as CACHE_DIR;
+
 /// The sandbox's own files beside its images: what a restore needs, and the
 /// mark that the images are complete (written last).
 pub(crate) const META_FILE: &str = "checkpoint.json";
@@ -73,11 +76,16 @@ const IRMAP_SCAN: &[&str] = &["/home", "/root", "/tmp"];
 const DUMP_LOG: &str = "dump.log";
 const RESTORE_LOG: &str = "restore.log";
 const PIDFILE: &str = "restored.pid";
+use crate::binaries::RUN_ROOT as RUN_SANDBAR;
 
 /// A working criu binary.
 #[derive(Debug, Clone)]
 pub(crate) struct Criu {
     bin: PathBuf,
+    /// What criu would otherwise probe at every run ([`kdat`]).
+    cache: kdat::KernelCache,
+    /// Where dumps find their half of it ([`Criu::place_cache`]).
+    owner_cache: Option<PathBuf>,
 }
 
 /// What a checkpoint records beside its images ([`META_FILE`], mode 0600:
@@ -199,6 +207,8 @@ impl Criu {
                 tracing::info!(criu = %bin.display(), "criu works: processes survive restarts, snapshots and forks");
                 Some(Criu {
                     bin: bin.to_path_buf(),
+                    cache: kdat::KernelCache::probe(bin),
+                    owner_cache: None,
                 })
             }
             Ok(o) => {
@@ -212,6 +222,12 @@ impl Criu {
                 None
             }
         }
+    }
+
+    /// Puts the dumps' half of the kernel cache into `instance`'s run
+    /// directory (once the runtime made it; it goes with it).
+    pub(crate) fn place_cache(&mut self, instance: &str) {
+        self.owner_cache = self.cache.place(instance);
     }
 
     /// Checkpoints the tree of `d.pid` into `d.images`, leaving it frozen
@@ -266,8 +282,13 @@ impl Criu {
                 },
             );
         }
+        let mut env = Vec::new();
+        if let (true, Some(dir)) = (owner != 0, &self.owner_cache) {
+            env.push(("XDG_RUNTIME_DIR", dir.as_path()));
+        }
         let _ = std::fs::remove_file(d.work_dir.join(DUMP_LOG));
-        self.run(&args, plan, d.work_dir, DUMP_LOG).map(|_| ())
+        self.run(&args, &env, plan, d.work_dir, DUMP_LOG)
+            .map(|_| ())
     }
 
     /// Restores the tree in `r.images` into the prepared sandbox; returns
@@ -366,6 +387,49 @@ impl Criu {
             Step::Unshare(libc::CLONE_NEWNS),
         );
         plan.push("make / private", Step::MakePrivate);
+        // Where criu reads its kernel cache as root ([`kdat`]): a tmpfs
+        // over `/run` holding it, the host's `/run/sandbar` (the stage's
+        // parent, the binaries) bound back in.
+        let run_sandbar = match &self.cache.root {
+            Some(bytes) => {
+                let slot = sys::open_path(Path::new("/dev/null"), libc::O_RDONLY)
+                    .map_err(|e| format!("reserve a descriptor: {e}"))?;
+                plan.push(
+                    "open /run/sandbar",
+                    Step::OpenAt {
+                        path: s(RUN_SANDBAR),
+                        slot: slot.as_raw_fd(),
+                    },
+                );
+                plan.push(
+                    "mount a tmpfs on /run",
+                    Step::Mount {
+                        src: s("tmpfs"),
+                        target: s("/run"),
+                        fstype: s("tmpfs"),
+                        flags: libc::MS_NOSUID | libc::MS_NODEV,
+                        data: Some(s("mode=0755,size=1m")),
+                    },
+                );
+                plan.push("make /run/sandbar", Step::Mkdir(s(RUN_SANDBAR)));
+                plan.push(
+                    "bind /run/sandbar back",
+                    Step::Mount {
+                        src: s(&format!("/proc/self/fd/{}", slot.as_raw_fd())),
+                        target: s(RUN_SANDBAR),
+                        fstype: s("none"),
+                        flags: libc::MS_BIND | libc::MS_REC,
+                        data: None,
+                    },
+                );
+                plan.push(
+                    "write criu's kernel cache",
+                    Step::CreateWith(s(&format!("/run/{}", kdat::FILE)), bytes.clone()),
+                );
+                Some(slot)
+            }
+            None => None,
+        };
         plan.push(
             "mount the stage",
             Step::Mount {
@@ -464,8 +528,9 @@ impl Criu {
 
         std::fs::create_dir_all(r.stage)
             .map_err(|e| format!("create {}: {e}", r.stage.display()))?;
-        let ran = self.run(&args, plan, r.work_dir, RESTORE_LOG);
+        let ran = self.run(&args, &[], plan, r.work_dir, RESTORE_LOG);
         drop(slots);
+        drop(run_sandbar);
         // Its mounts went with criu's mount namespace: an empty directory.
         let _ = std::fs::remove_dir(r.stage);
         ran?;
@@ -478,7 +543,14 @@ impl Criu {
     }
 
     /// Runs criu with `args` after `plan`; its error lines when it fails.
-    fn run(&self, args: &[String], plan: Plan, work_dir: &Path, log: &str) -> Result<(), String> {
+    fn run(
+        &self,
+        args: &[String],
+        env: &[(&str, &Path)],
+        plan: Plan,
+        work_dir: &Path,
+        log: &str,
+    ) -> Result<(), String> {
         let (report_r, report_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| format!("make a pipe: {e}"))?;
         let report = report_w.as_raw_fd();
@@ -486,6 +558,7 @@ impl Criu {
         cmd.args(args)
             .env_clear()
             .env("PATH", PATH)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -605,7 +678,7 @@ pub(crate) fn namespace_owner_of(pid: i32) -> io::Result<u32> {
     Ok(uid)
 }
 
-fn last_cap() -> u32 {
+pub(super) fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -620,7 +693,7 @@ const NETNS_SYSCTLS: &[(&str, &str)] = &[
 ];
 
 /// Runs `f` on a short-lived thread of its own (namespace changes stay on it).
-fn on_own_thread<T: Send + 'static>(
+pub(super) fn on_own_thread<T: Send + 'static>(
     f: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> io::Result<T> {
     std::thread::Builder::new()
@@ -683,6 +756,8 @@ enum Step {
     },
     Lchown(CString, u32),
     WriteFile(CString, &'static [u8]),
+    /// A new file, mode 0600, holding the bytes.
+    CreateWith(CString, Vec<u8>),
     /// Opens a directory (`O_PATH`) onto descriptor `slot`, close-on-exec.
     OpenAt {
         path: CString,
@@ -807,6 +882,24 @@ impl Step {
                     Err(err)
                 } else {
                     Ok(())
+                }
+            }
+            Step::CreateWith(path, data) => {
+                let fd = libc::open(
+                    path.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+                    0o600,
+                );
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let n = libc::write(fd, data.as_ptr().cast(), data.len());
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                match n {
+                    n if n < 0 => Err(err),
+                    n if n as usize != data.len() => Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    _ => Ok(()),
                 }
             }
             Step::OpenAt { path, slot } => {

@@ -66,11 +66,13 @@ pub fn limit_to_sandbox_caps() -> Result<(), caps::errors::CapsError> {
 /// live sandbox, derived from its network namespace's inode (inode numbers
 /// of live namespaces are unique on the host), in a range no account uses.
 pub fn namespace_owner(netns_inode: u64) -> u32 {
-    const OWNER_BASE: u64 = 0x7000_0000;
     // Namespace inodes count up from 0xF0000000 (PROC_DYNAMIC_FIRST).
     let n = netns_inode.wrapping_sub(0xF000_0000) & 0x0FFF_FFFF;
-    (OWNER_BASE + n) as u32
+    (u64::from(OWNER_BASE) + n) as u32
 }
+
+/// The first uid of the owners' range ([`namespace_owner`]).
+pub const OWNER_BASE: u32 = 0x7000_0000;
 
 #[cfg(test)]
 mod tests {

@@ -219,7 +219,7 @@ impl Runtime {
         })
         .await
         .map_err(|e| RuntimeError::Start(format!("startup cleanup panicked: {e}")))?;
-        let criu = criu
+        let mut criu = criu
             .await
             .map_err(|e| RuntimeError::Start(format!("criu check panicked: {e}")))?;
         let layers = Arc::new(layers?);
@@ -228,6 +228,10 @@ impl Runtime {
             &config.envd_bin,
             config.interpreter_bin.as_deref().filter(|p| p.is_file()),
         )?;
+        if let Some(criu) = criu.as_mut() {
+            // In the run directory the binaries' install made.
+            criu.place_cache(&config.instance);
+        }
         if left.cgroups + left.mounts > 0 {
             tracing::info!(
                 cgroups = left.cgroups,

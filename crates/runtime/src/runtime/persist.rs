@@ -388,8 +388,16 @@ impl Runtime {
                 let scratch = format!("snap-{}", hex::encode(rand::random::<[u8; 8]>()));
                 let taken = async {
                     let images = layers.create_checkpoint(&scratch)?;
-                    self.dump_into(live, spec, images).await?;
-                    blocking(Box::new(commit)).await
+                    // Both at once: the files' snapshot waits while btrfs
+                    // writes out what the sandbox wrote (about 0.3 s for
+                    // 100 MiB here), which the dump does not need, and the
+                    // frozen tree changes neither. A layer made without its
+                    // processes is collected as unused.
+                    let (dumped, committed) = tokio::join!(
+                        self.dump_into(live, spec, images),
+                        blocking(Box::new(commit))
+                    );
+                    dumped.and(committed)
                 }
                 .await;
                 let thawed = set_frozen(false).await;

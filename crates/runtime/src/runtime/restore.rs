@@ -166,10 +166,12 @@ impl Runtime {
             Ok(sandbox) => {
                 // A copy answers with its own token and env vars before anyone
                 // can reach it; any restore must have a working envd.
+                let began = Instant::now();
                 if let Err(e) = self.greet(&sandbox, spec, &meta, fresh).await {
                     self.stop(&sandbox, !fresh).await;
                     return Err(e);
                 }
+                tracing::debug!(sandbox = %spec.id, elapsed_ms = began.elapsed().as_secs_f64() * 1e3, "restored envd greeted");
                 Ok(sandbox)
             }
             Err(e) => {
@@ -275,6 +277,7 @@ impl Runtime {
             let uid_base = self.config.uid_base;
             let stage = checkpoint::stage_dir(&self.config.instance, &spec.id);
             tokio::task::spawn_blocking(move || {
+                let began = Instant::now();
                 let pid = criu.restore(&checkpoint::Restore {
                     images: &images,
                     work_dir: &dir.join("criu"),
@@ -293,12 +296,13 @@ impl Runtime {
                 });
                 // Only the restored processes hold the write end now.
                 drop(log_write);
-                pid
+                (pid, began.elapsed())
             })
             .await
             .map_err(|e| RuntimeError::Start(format!("restore panicked: {e}")))?
         };
-        let pid = restored.map_err(failed)?;
+        let (pid, criu_took) = restored;
+        let pid = pid.map_err(failed)?;
         partial.pid1 = Some(Pid1::adopt(pid).map_err(io("watch the sandbox's init"))?);
         let cpu_ns = cgroup.usage().map(|u| u.cpu_ns).unwrap_or(0);
         let pid1 = partial.pid1.take().expect("just set");
@@ -308,6 +312,7 @@ impl Runtime {
             sandbox = %spec.id,
             pid,
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            criu_ms = criu_took.as_secs_f64() * 1e3,
             "processes restored"
         );
         Ok(Sandbox {
