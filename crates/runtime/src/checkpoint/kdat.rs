@@ -171,3 +171,26 @@ fn probe(bin: &Path, owner: Option<u32>) -> io::Result<Vec<u8>> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the project's install puts criu; the test says why it skips.
+    const CRIU: &str = "/usr/local/sbin/criu";
+
+    #[test]
+    fn both_halves_are_probed_and_the_hosts_run_is_left_alone() {
+        if !Path::new(CRIU).exists() || !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root and {CRIU} (scripts/install-criu.sh)");
+            return;
+        }
+        let host_file = Path::new("/run").join(FILE);
+        let before = std::fs::read(&host_file).ok();
+        let cache = KernelCache::probe(Path::new(CRIU));
+        let root = cache.root.expect("the root probe saved a cache");
+        let owner = cache.owner.expect("the owner probe saved a cache");
+        assert!(!root.is_empty() && root.len() == owner.len());
+        assert_eq!(std::fs::read(&host_file).ok(), before, "/run/{FILE} changed");
+    }
+}
