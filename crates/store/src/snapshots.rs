@@ -20,10 +20,13 @@ pub struct SnapshotRecord {
     pub memory_mb: u64,
     pub disk_mb: u64,
     pub created_at: DateTime<Utc>,
+    /// How its source ran (user, workdir, start command, env vars) as the
+    /// API records it; `None`: the defaults.
+    pub settings: Option<serde_json::Value>,
 }
 
 const COLUMNS: &str =
-    "id, team_id, name, layer, template, source_sandbox, node, cpu_count, memory_mb, disk_mb, created_at";
+    "id, team_id, name, layer, template, source_sandbox, node, cpu_count, memory_mb, disk_mb, created_at, settings";
 
 fn row_to_snapshot(row: &sqlx::any::AnyRow) -> Result<SnapshotRecord, StoreError> {
     let get = |c: &str| -> Result<i64, StoreError> {
@@ -48,6 +51,15 @@ fn row_to_snapshot(row: &sqlx::any::AnyRow) -> Result<SnapshotRecord, StoreError
         memory_mb: u64::try_from(get("memory_mb")?).unwrap_or(0),
         disk_mb: u64::try_from(get("disk_mb")?).unwrap_or(0),
         created_at: from_millis("snapshot created_at", get("created_at")?)?,
+        settings: row
+            .try_get::<Option<String>, _>("settings")
+            .map_err(query_err("decoding a snapshot"))?
+            .map(|s| serde_json::from_str(&s))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt {
+                context: "snapshot settings",
+                detail: e.to_string(),
+            })?,
     })
 }
 
@@ -67,7 +79,7 @@ impl Store {
                 .map_err(query_err("replacing a snapshot"))?;
         }
         sqlx::query(&format!(
-            "INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO snapshots ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         ))
         .bind(&s.id)
         .bind(&s.team_id)
@@ -80,6 +92,7 @@ impl Store {
         .bind(i64::try_from(s.memory_mb).unwrap_or(i64::MAX))
         .bind(i64::try_from(s.disk_mb).unwrap_or(i64::MAX))
         .bind(millis(s.created_at))
+        .bind(s.settings.as_ref().map(|v| v.to_string()))
         .execute(&self.pool)
         .await
         .map_err(query_err("inserting a snapshot"))?;
@@ -163,6 +176,7 @@ mod tests {
             memory_mb: 512,
             disk_mb: 1024,
             created_at: DateTime::from_timestamp_millis(at).unwrap(),
+            settings: (id == "a:default").then(|| serde_json::json!({"start": {"user": "root"}})),
         }
     }
 
@@ -186,6 +200,8 @@ mod tests {
                 listed.iter().map(|x| x.id.as_str()).collect::<Vec<_>>(),
                 ["a:default", "b:default"]
             );
+            assert_eq!(listed[0].settings, snap("a:default", "t1", 1000).settings);
+            assert_eq!(listed[1].settings, None);
             let page = s
                 .list_snapshots("t1", None, None, Some((1000, "a:default".into())), 10)
                 .await

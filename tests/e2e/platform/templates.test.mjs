@@ -108,6 +108,33 @@ describe('a template from base with every step', () => {
     assert.equal(await sh(own, 'echo $GREETING $SECOND'), 'mine two\n')
   })
 
+  test("a snapshot's copies run as their source: workdir, user, env vars, and the start command on a boot", async () => {
+    const s = await Sandbox.create(name, { envs: { OWN: 'kept' } })
+    sandboxes.push(s)
+    await sh(s, 'echo written > /srv/app/later.txt', { user: 'root' })
+    const headers = { 'X-API-KEY': process.env.E2B_API_KEY, 'content-type': 'application/json' }
+    for (const memory of [undefined, false]) {
+      const res = await fetch(`${process.env.E2B_API_URL}/sandboxes/${s.sandboxId}/snapshots`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify(memory === undefined ? {} : { memory }),
+      })
+      assert.equal(res.status, 201, await res.clone().text())
+      const snap = (await res.json()).snapshotID
+      const copy = await Sandbox.create(snap)
+      sandboxes.push(copy)
+      const what = `copy (memory: ${memory})`
+      assert.equal((await sh(copy, 'pwd')).trim(), '/srv/app', `${what}: the template's workdir`)
+      assert.equal((await sh(copy, 'whoami')).trim(), 'user', what)
+      assert.equal(await sh(copy, 'echo "$GREETING/$SECOND/$OWN"'), 'hi there/two/kept\n', `${what}: env vars`)
+      assert.equal(await sh(copy, 'cat later.txt'), 'written\n', what)
+      // Its server: the one restored, or started again on a boot.
+      const served = await fetchUntil(`https://${copy.getHost(3000)}/later.txt`, (r) => r.status === 200)
+      assert.equal(served.status, 200, `${what}: its server`)
+      assert.equal(served.body, 'written\n', what)
+    }
+  })
+
   test('an unchanged rebuild runs nothing; a changed last step runs only it', async () => {
     const again = await build(appTemplate(), name)
     const ran = again.logs.filter((l) => /^\[\d+\/\d+\] /.test(l))

@@ -10,7 +10,7 @@ use axum::{Extension, Json};
 use chrono::Utc;
 use sandbar_runtime::{PauseMode, State as RunState};
 use sandbar_store::{SandboxRecord, SnapshotRecord};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Caller;
 use crate::body::OptionalJsonBody;
@@ -326,6 +326,30 @@ async fn snapshot_now(
     }
 }
 
+/// How a snapshot's source ran, for the sandboxes started from it: a
+/// custom template's user, workdir, start command and env vars (with the
+/// source's own env vars) stay those of the sandbox the snapshot was taken
+/// of, whether the copy is restored or boots on the files.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct SnapshotSettings {
+    #[serde(default)]
+    pub start: sandbar_runtime::StartSettings,
+    #[serde(default)]
+    pub env_vars: std::collections::BTreeMap<String, String>,
+}
+
+impl SnapshotSettings {
+    /// A record's settings (the defaults for snapshots taken before they
+    /// were recorded, or unreadable ones).
+    pub(crate) fn of(rec: &SnapshotRecord) -> Self {
+        rec.settings
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default()
+    }
+}
+
 /// `POST /sandboxes/{id}/snapshots`: the sandbox now, as a snapshot
 /// sandboxes can start from (with its processes where the node can, see
 /// [`take_snapshot`]); the sandbox runs on.
@@ -347,6 +371,13 @@ pub async fn create_snapshot(
         .as_deref()
         .map(|n| parse_name(n.trim(), &caller.team.name))
         .transpose()?;
+    let settings = state.backend.spec(&id).map(|spec| {
+        serde_json::to_value(SnapshotSettings {
+            start: spec.start.clone(),
+            env_vars: spec.env_vars.clone(),
+        })
+        .expect("serializable")
+    });
     let (layer, _lease) = take_snapshot(&state, &id, body.memory).await?;
     let team = &caller.team.name;
     let (snapshot_id, name) = match named {
@@ -368,6 +399,7 @@ pub async fn create_snapshot(
         memory_mb: layer.memory_mb,
         disk_mb: layer.disk_mb,
         created_at: Utc::now(),
+        settings,
     };
     if let Some(old) = state.store.put_snapshot(&record).await? {
         tracing::info!(snapshot = %old.id, layer = %old.layer, "snapshot name taken again; its old layer goes when unused");

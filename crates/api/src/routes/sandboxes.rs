@@ -540,6 +540,7 @@ async fn plan_create(
     check_env_vars(req.env_vars.as_ref())?;
     let lifecycle = lifecycle_of(&req, timeout)?;
     let mut custom = None;
+    let mut from_snapshot = None;
     let (template, base_layer, resources) = if crate::builds::is_builtin(state, &asked) {
         (
             asked.clone(),
@@ -566,6 +567,7 @@ async fn plan_create(
         let snap = crate::routes::persistence::resolve_snapshot(state, caller, &asked)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("template '{asked}' not found")))?;
+        from_snapshot = Some(crate::routes::persistence::SnapshotSettings::of(&snap));
         (
             snap.template.clone(),
             Some(snap.layer.clone()),
@@ -583,7 +585,12 @@ async fn plan_create(
             },
             settings.ready_cmd.clone(),
         ),
-        None => Default::default(),
+        // As its source ran (a start command runs again where the copy
+        // boots on the files; a restored copy's processes go on).
+        None => match from_snapshot {
+            Some(s) => (s.env_vars, s.start, None),
+            None => Default::default(),
+        },
     };
     env_vars.extend(req.env_vars.unwrap_or_default());
     Ok((
