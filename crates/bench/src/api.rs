@@ -105,6 +105,22 @@ impl Api {
         Ok((created, took))
     }
 
+    /// The bench template's warm pool as `/metrics` shows it: (ready,
+    /// target); `None` where the server keeps none for it.
+    pub async fn warm_pool(&self) -> Result<Option<(usize, usize)>> {
+        let (body, _) = self
+            .call(http::Method::GET, "/metrics", None, http::StatusCode::OK)
+            .await?;
+        let text = String::from_utf8_lossy(&body);
+        let gauge = |name: &str| {
+            let prefix = format!("{name}{{template=\"{}\"}} ", self.template);
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix)?.trim().parse::<f64>().ok())
+                .map(|v| v as usize)
+        };
+        Ok(gauge("sandbar_warm_pool_ready").zip(gauge("sandbar_warm_pool_target")))
+    }
+
     /// `POST /v2/sandboxes` of the bench's template until 201.
     pub async fn create(&self) -> Result<(Created, Duration)> {
         self.create_with(serde_json::json!({})).await

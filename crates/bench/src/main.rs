@@ -178,6 +178,9 @@ impl Counts {
     }
 }
 
+/// The main server's flag: no demand-sized warm pools.
+const NO_DEMAND_POOLS: [&str; 2] = ["--warm-budget-mb", "0"];
+
 fn random_subnet() -> String {
     let n: u16 = rand::random::<u16>() % 512;
     format!("10.{}.{}.0/20", 160 + n / 16, (n % 16) * 16)
@@ -238,7 +241,10 @@ async fn run(args: Args) -> Result<bool> {
     } else {
         None
     };
-    let mut serve_args = args.serve_args.clone();
+    // The main server boots every sandbox it is asked for (the rows of
+    // pooled creates have a server of their own).
+    let mut serve_args: Vec<String> = NO_DEMAND_POOLS.map(String::from).into();
+    serve_args.extend(args.serve_args.clone());
     if let Some(host) = &egress_host {
         serve_args.extend(host.serve_args());
     }
@@ -260,7 +266,7 @@ async fn run(args: Args) -> Result<bool> {
     // either way (it runs in its own process group, so the terminal's
     // signal reaches only the bench).
     let measured = tokio::select! {
-        rows = measure(&args, &counts, &sandbar, scratch.path(), egress_host.as_ref()) => rows,
+        rows = measure(&args, &counts, &sandbar, &opts, scratch.path(), egress_host.as_ref()) => rows,
         signal = interrupted() => Err(signal),
     };
     let stopped = tokio::task::block_in_place(|| sandbar.stop());
@@ -352,10 +358,66 @@ async fn interrupted() -> anyhow::Error {
     }
 }
 
+/// The create rows of a second server that keeps demand-sized warm pools
+/// (started and stopped here, checked for leftovers like the main one,
+/// which keeps none: every other row measures sandboxes that booted).
+async fn pooled_create_rows(
+    args: &Args,
+    counts: &Counts,
+    main: &ServeOptions,
+    scratch: &Path,
+) -> Vec<Row> {
+    const WHAT: &str = "create → ready with a warm pool";
+    let mut subnet = random_subnet();
+    while subnet == main.subnet {
+        subnet = random_subnet();
+    }
+    let instance = format!("bw{:04x}", rand::random::<u16>());
+    // The main server's arguments but the first (its pools turned off).
+    let extra_args = main.extra_args[NO_DEMAND_POOLS.len()..].to_vec();
+    let opts = ServeOptions {
+        data_dir: scratch.join("pooled-data"),
+        instance: instance.clone(),
+        subnet,
+        extra_args,
+        ..main.clone()
+    };
+    let mut cold = match Sandbar::start(&opts).await {
+        Ok(s) => s,
+        Err(e) => return vec![Row::error(WHAT, &e)],
+    };
+    let measured = async {
+        let ca_files = cold.ca_files();
+        let client = Client::new(&ca_files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+        let api = Api::new(
+            client,
+            cold.api.clone(),
+            cold.env.require("E2B_API_KEY")?.to_string(),
+            args.template.clone(),
+        );
+        Ok::<_, anyhow::Error>(create::rows(&api, &counts.create_plan, true).await)
+    }
+    .await;
+    let stopped = tokio::task::block_in_place(|| cold.stop());
+    let left = leftovers::find(&instance, &opts.data_dir);
+    let mut rows = measured.unwrap_or_else(|e| vec![Row::error(WHAT, &e)]);
+    if let Err(e) = stopped {
+        rows.push(Row::error("the pooled server's shutdown", &e));
+    }
+    if !left.is_empty() {
+        rows.push(Row::error(
+            "the pooled server's leftovers",
+            &anyhow::anyhow!("{left:?}"),
+        ));
+    }
+    rows
+}
+
 async fn measure(
     args: &Args,
     counts: &Counts,
     sandbar: &Sandbar,
+    opts: &ServeOptions,
     scratch: &Path,
     egress_host: Option<&egress::TestHost>,
 ) -> Result<Vec<Row>> {
@@ -371,8 +433,10 @@ async fn measure(
     let mut rows = Vec::new();
 
     if wants(Section::Create) {
-        tracing::info!("create-to-ready");
-        rows.extend(create::rows(&api, &counts.create_plan).await);
+        tracing::info!("create-to-ready, no warm pool");
+        rows.extend(create::rows(&api, &counts.create_plan, false).await);
+        tracing::info!("create-to-ready with a warm pool (a second server)");
+        rows.extend(pooled_create_rows(args, counts, opts, scratch).await);
     }
     if wants(Section::Exec) {
         tracing::info!("raw Connect Start round trip");

@@ -19,6 +19,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Shutdown kills every sandbox; with a thousand of them that takes a while.
 const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
+#[derive(Clone)]
 pub struct ServeOptions {
     pub bin: PathBuf,
     pub data_dir: PathBuf,

@@ -13,7 +13,7 @@ use sandbar_dashboard::{Dashboard, DashboardConfig};
 use sandbar_net::{NetConfig, Network};
 use sandbar_proxy::certs::{LocalCaFiles, ServerCert};
 use sandbar_proxy::{api_service, Listener, Proxy};
-use sandbar_runtime::{Runtime, RuntimeConfig, RuntimeOptions, WarmSpec};
+use sandbar_runtime::{DemandPools, Runtime, RuntimeConfig, RuntimeOptions, WarmSpec};
 use sandbar_store::Store;
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +98,13 @@ pub struct ServeArgs {
         value_parser = parse_warm
     )]
     pub warm: Vec<(String, usize)>,
+    /// Memory the demand-sized warm pools may hold in all (MiB): every
+    /// template created from keeps as many sandboxes booted ahead as it had
+    /// creates in the last 30 s (at least one while it was used in the last
+    /// 10 minutes), within this budget. 0 turns them off (the `--warm`
+    /// floors stay).
+    #[arg(long, env = "SANDBAR_WARM_BUDGET_MB", default_value_t = 1024)]
+    pub warm_budget_mb: u64,
     /// A range to open out of what sandboxes never reach (private networks,
     /// link-local, ...: the IANA special-purpose blocks), for sandboxes
     /// whose `allowOut` covers it; repeatable. Sandboxes of this server stay
@@ -433,6 +440,12 @@ pub async fn run(data: DataDir, args: ServeArgs) -> Result<()> {
                 disk_mb: defaults.default_disk_mb,
             })
             .collect(),
+        demand_pools: (args.warm_budget_mb > 0).then_some(DemandPools {
+            budget_mb: args.warm_budget_mb,
+            cpu_count: defaults.default_cpu_count,
+            memory_mb: defaults.default_memory_mb,
+            disk_mb: defaults.default_disk_mb,
+        }),
         sandbox_client: Some(sandbox_client()),
         ..RuntimeOptions::default()
     };

@@ -227,6 +227,16 @@ impl LayerStore {
         Ok(w)
     }
 
+    /// Sets the quota of writable layer `w` to `quota_mb` (a warm sandbox's
+    /// handed over to a caller who asked for another disk size).
+    pub fn set_quota(&self, w: &Writable, quota_mb: u64) -> Result<(), LayerError> {
+        let sub = std::fs::File::open(&w.dir).map_err(io("open the writable layer"))?;
+        btrfs::limit(sub.as_fd(), quota_mb.max(1) << 20).map_err(io(format!(
+            "limit the writable layer of {} to {quota_mb} MiB",
+            w.id
+        )))
+    }
+
     /// The writable layer of sandbox `id`, if the store has one.
     pub fn writable(&self, id: &str) -> Option<Writable> {
         let id = checked(id).ok()?;

@@ -323,7 +323,7 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.join(file)).find(|p| p.exists())
     }
 
-    fn set_limits(&self, l: Limits) -> Result<(), CgroupError> {
+    pub(crate) fn set_limits(&self, l: Limits) -> Result<(), CgroupError> {
         if self.v2 {
             let d = &self.dirs[0];
             write(&d.join("memory.max"), &l.memory_bytes.to_string())?;
@@ -348,10 +348,21 @@ impl Cgroup {
                 ))
             })
         };
-        write(&need("memory.limit_in_bytes")?, &l.memory_bytes.to_string())?;
-        // Swap off: memory+swap may not exceed memory (only when swap accounting exists).
-        if let Some(memsw) = self.dir_with("memory.memsw.limit_in_bytes") {
-            write(&memsw, &l.memory_bytes.to_string())?;
+        let memory = need("memory.limit_in_bytes")?;
+        let value = l.memory_bytes.to_string();
+        // Swap off: memory+swap may not exceed memory (only when swap
+        // accounting exists). The kernel keeps memsw >= memory at every
+        // write: memsw goes first when the limit grows (a warm sandbox
+        // handed over with more memory), last when it shrinks.
+        match self.dir_with("memory.memsw.limit_in_bytes") {
+            Some(memsw) => {
+                if write(&memory, &value).is_err() {
+                    write(&memsw, &value)?;
+                    write(&memory, &value)?;
+                }
+                write(&memsw, &value)?;
+            }
+            None => write(&memory, &value)?,
         }
         if let Some(swappiness) = self.dir_with("memory.swappiness") {
             let _ = write(&swappiness, "0");

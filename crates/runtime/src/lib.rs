@@ -35,7 +35,9 @@ use std::pin::Pin;
 pub use asking::{InnerAnswer, InnerRequest, SandboxClient};
 use chrono::{DateTime, Utc};
 pub use lifecycle::{LifecycleError, PauseMode, State};
-pub use runtime::{Runtime, RuntimeEvent, RuntimeOptions, WarmDepth, WarmSpec, ENVD_PORT};
+pub use runtime::{
+    DemandPools, Runtime, RuntimeEvent, RuntimeOptions, WarmDepth, WarmSpec, ENVD_PORT,
+};
 pub use sandbar_layers::LayerError;
 pub use sandbar_net::{EgressPolicy, NetError, Network};
 

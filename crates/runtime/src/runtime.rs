@@ -17,7 +17,7 @@ mod persist;
 mod pool;
 mod restore;
 
-pub use pool::{WarmDepth, WarmSpec};
+pub use pool::{DemandPools, WarmDepth, WarmSpec};
 
 use crate::cgroup::{Cgroup, Hierarchy};
 use crate::lifecycle::{PauseMode, State};
@@ -45,8 +45,11 @@ pub struct RuntimeOptions {
     /// Install the seccomp filter (only turned off to debug).
     pub seccomp: bool,
     pub hostname: String,
-    /// Sandboxes to keep made ahead of demand.
+    /// Sandboxes to keep made ahead of demand, whatever the demand.
     pub warm: Vec<WarmSpec>,
+    /// Pools sized by demand for every template created from (`None`:
+    /// only the `warm` floors).
+    pub demand_pools: Option<DemandPools>,
     /// Size of a new layer-store image (`None`: 80% of the free space).
     pub store_size: Option<u64>,
     /// The criu binary that checkpoints and restores sandboxes' processes
@@ -70,6 +73,7 @@ impl Default for RuntimeOptions {
             seccomp: true,
             hostname: "sandbox".into(),
             warm: Vec::new(),
+            demand_pools: None,
             store_size: None,
             criu: None,
             sandbox_client: None,
@@ -268,6 +272,7 @@ impl Runtime {
             );
         }
         runtime.refill_pools();
+        runtime.trim_pools_now_and_then();
         Ok(runtime)
     }
 

@@ -570,7 +570,7 @@ async fn a_crashed_runtime_is_cleaned_up_by_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warm_sandbox_is_handed_over_with_the_callers_env_and_token_and_replaced() {
+async fn a_warm_sandbox_is_handed_over_with_the_callers_settings_and_replaced() {
     let warm = sandbar_runtime::WarmSpec {
         template: "base".into(),
         count: 1,
@@ -614,13 +614,25 @@ async fn a_warm_sandbox_is_handed_over_with_the_callers_env_and_token_and_replac
     // Warm sandboxes are nobody's: not listed, not reachable.
     assert!(rt.list().is_empty());
 
+    // Other resources than the warm one booted with: they are the caller's.
     let mut s = spec("warm1");
     s.envd_access_token = Some("tok".into());
     s.env_vars.insert("HANDED".into(), "over".into());
-    rt.create(s).await.expect("create");
-    // It was the warm one (its directory now has the caller's id) ...
+    s.memory_mb = 384;
+    s.disk_mb = 512;
+    let info = rt.create(s).await.expect("create");
+    assert_eq!((info.memory_mb, info.disk_mb), (384, 512));
+    // It was the warm one (its directory now has the caller's id, its
+    // cgroup keeps the warm name; a hand-over that failed would have
+    // booted a new sandbox, cgroup "warm1") ...
     assert!(t.data.path().join("sandboxes").join("warm1").exists());
     assert!(!t.data.path().join("sandboxes").join(&first).exists());
+    let cgroups: Vec<String> = cgroup_children(&t.instance)
+        .iter()
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    assert!(cgroups.contains(&first), "{cgroups:?}");
+    assert!(!cgroups.iter().any(|c| c == "warm1"), "{cgroups:?}");
     // ... and a new one is being made in its place.
     let second = wait_for_one_warm(Some(first.clone())).await;
     assert_ne!(first, second);
@@ -649,6 +661,22 @@ async fn a_warm_sandbox_is_handed_over_with_the_callers_env_and_token_and_replac
     assert_eq!(status, 200);
     let vars: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(vars["HANDED"], "over", "{vars}");
+
+    // The cgroup's limit is the caller's (reported as the lower of the
+    // two), and so is the disk quota: 450 MiB fit in 512, not in 256
+    // (fallocate: the quota counts it at once, writes only when flushed).
+    let m = rt.metrics("warm1").expect("metrics");
+    assert_eq!(m.mem_total, 384 << 20, "memory limit: {m:?}");
+    let out = exec_with_token(
+        rt,
+        "warm1",
+        "root",
+        "fallocate -l 450M /root/big && stat -c %s /root/big",
+        30_000,
+        Some("tok"),
+    )
+    .await;
+    assert_eq!(out.stdout.trim(), (450u64 << 20).to_string(), "{out:?}");
 
     assert!(rt.kill("warm1").await.unwrap());
     rt.shutdown().await;

@@ -191,6 +191,10 @@ mod tests {
         let root = cache.root.expect("the root probe saved a cache");
         let owner = cache.owner.expect("the owner probe saved a cache");
         assert!(!root.is_empty() && root.len() == owner.len());
-        assert_eq!(std::fs::read(&host_file).ok(), before, "/run/{FILE} changed");
+        assert_eq!(
+            std::fs::read(&host_file).ok(),
+            before,
+            "/run/{FILE} changed"
+        );
     }
 }

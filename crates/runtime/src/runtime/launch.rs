@@ -34,6 +34,9 @@ pub(super) struct Boot<'a> {
     pub layers: Vec<PathBuf>,
     pub envd_bin: &'a Path,
     pub interpreter_bin: Option<PathBuf>,
+    /// The cgroup's CPU weight from its first process on (`None`: the
+    /// default share; warm sandboxes boot at a low one).
+    pub cpu_weight: Option<u16>,
 }
 
 impl Runtime {
@@ -87,6 +90,11 @@ impl Runtime {
             .cgroups
             .create(&self.config.instance, &spec.id, limits)?;
         partial.cgroup = Some(cgroup.clone());
+        if let Some(weight) = boot.cpu_weight {
+            if let Err(e) = cgroup.set_cpu_weight(weight) {
+                tracing::debug!(sandbox = %spec.id, error = %e, "the sandbox keeps the normal CPU weight");
+            }
+        }
         let net = match &self.net {
             NetMode::Node(n) => Some(n.acquire(&spec.egress).await?),
             NetMode::Private => None,

@@ -266,6 +266,16 @@ impl Runtime {
     }
 
     pub(super) async fn boot(&self, spec: &SandboxSpec) -> Result<Sandbox, RuntimeError> {
+        self.boot_weighted(spec, None).await
+    }
+
+    /// [`Runtime::boot`] with the cgroup's CPU weight set before its first
+    /// process runs.
+    pub(super) async fn boot_weighted(
+        &self,
+        spec: &SandboxSpec,
+        cpu_weight: Option<u16>,
+    ) -> Result<Sandbox, RuntimeError> {
         let template = self.template_for(&spec.template)?;
         let layers = self.layer_lowers(spec)?;
         let binaries = self
@@ -284,6 +294,7 @@ impl Runtime {
                     layers,
                     envd_bin: &binaries.envd,
                     interpreter_bin,
+                    cpu_weight,
                 },
                 &mut partial,
             )
