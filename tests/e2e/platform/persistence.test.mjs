@@ -82,6 +82,8 @@ describe('snapshots and forks', () => {
     const src = await create()
     await src.files.write('/home/user/state.txt', 'v1')
     await src.commands.run('mkdir -p /home/user/tree && seq 1 1000 > /home/user/tree/numbers')
+    // /dev/shm is a tmpfs of its own: what is in it comes along too.
+    await src.commands.run('echo shared > /dev/shm/kept')
     await startKeeper(src)
     const snap = await src.createSnapshot()
     assert.ok(snap.snapshotId, JSON.stringify(snap))
@@ -96,6 +98,7 @@ describe('snapshots and forks', () => {
     for (const kid of kids) {
       assert.equal(await read(kid, '/home/user/state.txt'), 'v1')
       assert.equal((await kid.commands.run('wc -l < /home/user/tree/numbers')).stdout, '1000\n')
+      if (CRIU) assert.equal(await read(kid, '/dev/shm/kept'), 'shared\n', "a restored copy has the source's /dev/shm")
       assert.equal(await keeper(kid), CRIU ? 'alive' : 'none', CRIU ? "criu works here: the snapshot's processes come along" : 'without criu a snapshot keeps files only')
     }
     await kids[0].files.write('/home/user/state.txt', 'mine')
@@ -137,6 +140,8 @@ describe('snapshots and forks', () => {
       ids.add(f.sandboxId)
       assert.equal(await read(f, '/home/user/forked.txt'), 'inherited')
       assert.equal((await f.commands.run('echo $FROM')).stdout, 'the source\n', 'env vars come along')
+      // An empty /dev/shm is not in the images: each copy gets a new one.
+      assert.equal((await f.commands.run(`echo ${f.sandboxId} > /dev/shm/own && cat /dev/shm/own && stat -f -c %T /dev/shm`)).stdout, `${f.sandboxId}\ntmpfs\n`)
       assert.equal(await keeper(f), CRIU ? 'alive' : 'none', CRIU ? "criu works here: a fork has the source's processes" : 'without criu a fork has files only')
     }
     assert.equal(ids.size, 3)

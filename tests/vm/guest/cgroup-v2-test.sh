@@ -97,7 +97,8 @@ SH
     "${unit_props[@]}" \
     --setenv=RUST_LOG=info --setenv=SANDBAR_POOL_SIZE=2 \
     "$@" "$sb" serve --data-dir "$data" --templates-dir "$disk/templates" \
-    --envd "$disk/bin/envd" --instance "$inst" --warm code-interpreter-v1=0
+    --envd "$disk/bin/envd" --instance "$inst" --warm code-interpreter-v1=0 \
+    --warm-budget-mb 0 # no warm sandboxes: after a DELETE nothing of the instance is left
 }
 unit_props=()
 # Fails at once (status 2) when the server died: no use waiting for it.

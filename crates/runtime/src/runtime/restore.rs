@@ -69,6 +69,7 @@ impl Runtime {
             envd: String::new(),
             interpreter: None,
             taken_at: Utc::now(),
+            shm_external: false,
         };
         let started = Instant::now();
         tokio::task::spawn_blocking(move || {
@@ -79,15 +80,16 @@ impl Runtime {
             let (envd, interp) = binaries.fingerprints().clone();
             meta.envd = envd;
             meta.interpreter = if interpreter { interp } else { None };
-            criu.dump(&checkpoint::Dump {
-                pid,
-                netns: &netns,
-                freezer: &freezer,
-                images: &images,
-                work_dir: &work_dir,
-                interpreter,
-            })
-            .map_err(failed)?;
+            meta.shm_external = criu
+                .dump(&checkpoint::Dump {
+                    pid,
+                    netns: &netns,
+                    freezer: &freezer,
+                    images: &images,
+                    work_dir: &work_dir,
+                    interpreter,
+                })
+                .map_err(failed)?;
             checkpoint::hand_images_to(&images, meta.uid_base)
                 .map_err(|e| failed(format!("set the images' owner: {e}")))?;
             checkpoint::write_meta(&images, &meta)
@@ -273,6 +275,7 @@ impl Runtime {
             let images = images.to_path_buf();
             let (dir, netns) = (dir.clone(), netns.clone());
             let join = cgroup.join_files();
+            let shm_external = meta.shm_external;
             let log_pipe = meta.log_pipe.clone();
             let uid_base = self.config.uid_base;
             let stage = checkpoint::stage_dir(&self.config.instance, &spec.id);
@@ -293,6 +296,7 @@ impl Runtime {
                     log_write: &log_write,
                     log_pipe: &log_pipe,
                     uid_base,
+                    shm_external,
                 });
                 // Only the restored processes hold the write end now.
                 drop(log_write);
