@@ -28,6 +28,8 @@ const BUCKETS: &[f64] = &[
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Every `(state, template)` the sandboxes gauge has shown.
 static SEEN: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// Every template the warm pool gauges have shown.
+static SEEN_POOLS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
 
 /// Installs the Prometheus recorder as the process's `metrics` recorder
 /// (once; later calls return the same handle). When another recorder was
@@ -166,11 +168,21 @@ pub(crate) async fn scrape(
             seen.insert((s, t));
         }
     }
-    for pool in state.backend.warm_pools() {
-        metrics::gauge!("sandbar_warm_pool_ready", "template" => pool.template.clone())
-            .set(pool.ready as f64);
-        metrics::gauge!("sandbar_warm_pool_target", "template" => pool.template)
-            .set(pool.target as f64);
+    {
+        // A template whose pool went (its demand did) reads 0, not its
+        // last depth.
+        let mut seen = SEEN_POOLS.lock().unwrap();
+        for t in seen.iter() {
+            metrics::gauge!("sandbar_warm_pool_ready", "template" => t.clone()).set(0.0);
+            metrics::gauge!("sandbar_warm_pool_target", "template" => t.clone()).set(0.0);
+        }
+        for pool in state.backend.warm_pools() {
+            metrics::gauge!("sandbar_warm_pool_ready", "template" => pool.template.clone())
+                .set(pool.ready as f64);
+            metrics::gauge!("sandbar_warm_pool_target", "template" => pool.template.clone())
+                .set(pool.target as f64);
+            seen.insert(pool.template);
+        }
     }
     node_capacity(&state);
     Ok((

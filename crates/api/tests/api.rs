@@ -34,6 +34,8 @@ struct FakeNode {
     snapshots: Mutex<Vec<bool>>,
     /// How long a create takes on this node, ms.
     create_ms: std::sync::atomic::AtomicU64,
+    /// Its warm pools as the node reports them.
+    pools: Mutex<Vec<sandbar_runtime::WarmDepth>>,
 }
 
 impl FakeNode {
@@ -194,6 +196,10 @@ impl SandboxBackend for FakeNode {
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<sandbar_runtime::RuntimeEvent>> {
         None
+    }
+
+    fn warm_pools(&self) -> Vec<sandbar_runtime::WarmDepth> {
+        self.pools.lock().unwrap().clone()
     }
 
     fn metrics(&self, id: &str) -> Result<Metrics, RuntimeError> {
@@ -1394,32 +1400,51 @@ async fn metrics_over_time_team_metrics_and_prometheus() {
 
     // Prometheus: the operator's team reads it.
     let scraping = SCRAPES.lock().await;
-    let resp = h
-        .router
-        .clone()
-        .oneshot(
-            Request::builder()
-                .uri("/metrics")
-                .header("x-api-key", &h.key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let text = String::from_utf8(
-        axum::body::to_bytes(resp.into_body(), 1 << 20)
+    *h.node.pools.lock().unwrap() = vec![sandbar_runtime::WarmDepth {
+        template: "pooled-tpl".into(),
+        ready: 2,
+        target: 3,
+    }];
+    let scrape = || async {
+        let resp = h
+            .router
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .uri("/metrics")
+                    .header("x-api-key", &h.key)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
             .await
-            .unwrap()
-            .to_vec(),
-    )
-    .unwrap();
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        String::from_utf8(
+            axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap()
+    };
+    let text = scrape().await;
     for want in [
         "sandbar_sandbox_creates_total{result=\"ok\"}",
         "sandbar_sandboxes{state=\"running\",template=\"base\"} 1",
         "sandbar_sandbox_create_seconds_bucket",
         "sandbar_metrics_sampled_sandboxes",
         "sandbar_node_cpus",
+        "sandbar_warm_pool_ready{template=\"pooled-tpl\"} 2",
+        "sandbar_warm_pool_target{template=\"pooled-tpl\"} 3",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    // A pool that went (its demand did) reads 0, not its last depth.
+    h.node.pools.lock().unwrap().clear();
+    let text = scrape().await;
+    for want in [
+        "sandbar_warm_pool_ready{template=\"pooled-tpl\"} 0",
+        "sandbar_warm_pool_target{template=\"pooled-tpl\"} 0",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }

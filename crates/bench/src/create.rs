@@ -11,6 +11,8 @@ pub struct Batch {
     pub samples_ms: Vec<f64>,
     pub failures: usize,
     pub first_error: Option<String>,
+    /// Failures that were not the overload answer (429 or 503).
+    pub unclear: usize,
 }
 
 /// `rounds` rounds of `concurrency` creates at once; every sandbox is killed
@@ -22,6 +24,7 @@ pub async fn run(api: &Api, concurrency: usize, rounds: usize) -> Batch {
         samples_ms: Vec::new(),
         failures: 0,
         first_error: None,
+        unclear: 0,
     };
     for _ in 0..rounds {
         settle(api, concurrency).await;
@@ -34,8 +37,12 @@ pub async fn run(api: &Api, concurrency: usize, rounds: usize) -> Batch {
                     ids.push(created.id);
                 }
                 Err(e) => {
+                    let text = format!("{e:#}");
                     batch.failures += 1;
-                    batch.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    if !(text.contains(" answered 429") || text.contains(" answered 503")) {
+                        batch.unclear += 1;
+                    }
+                    batch.first_error.get_or_insert(text);
                 }
             }
         }
@@ -47,6 +54,40 @@ pub async fn run(api: &Api, concurrency: usize, rounds: usize) -> Batch {
         }
     }
     batch
+}
+
+/// `n` creates at once, beyond what the node starts at a time: every one is
+/// made, or refused with the overload answer (429 or 503 and a message);
+/// the latency of those made is reported.
+pub async fn burst_row(api: &Api, n: usize) -> Row {
+    let what = format!("create → ready, {n} concurrent (pool warm, REST)");
+    let batch = run(api, n, 1).await;
+    if batch.unclear > 0 {
+        let err = anyhow::anyhow!(
+            "{} of {n} failed without the overload answer; first: {}",
+            batch.unclear,
+            batch.first_error.unwrap_or_default()
+        );
+        return Row::error(what, &err);
+    }
+    let Some(summary) = Summary::of(&batch.samples_ms) else {
+        let err = anyhow::anyhow!("none was made: {}", batch.first_error.unwrap_or_default());
+        return Row::error(what, &err);
+    };
+    Row::new(
+        what,
+        Measure::Distribution {
+            unit: Unit::Ms,
+            summary,
+        },
+    )
+    .failures(batch.failures, false)
+    .note(format!(
+        "{} made, {} refused with 429/503 (the target: all made or a clear refusal; p99 reported)",
+        batch.samples_ms.len(),
+        batch.failures
+    ))
+    .judged()
 }
 
 /// How long a round waits for the warm pool to refill.

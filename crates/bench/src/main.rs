@@ -395,7 +395,11 @@ async fn pooled_create_rows(
             cold.env.require("E2B_API_KEY")?.to_string(),
             args.template.clone(),
         );
-        Ok::<_, anyhow::Error>(create::rows(&api, &counts.create_plan, true).await)
+        let mut rows = create::rows(&api, &counts.create_plan, true).await;
+        if !args.smoke {
+            rows.push(create::burst_row(&api, 200).await);
+        }
+        Ok::<_, anyhow::Error>(rows)
     }
     .await;
     let stopped = tokio::task::block_in_place(|| cold.stop());
