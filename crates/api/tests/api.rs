@@ -1405,29 +1405,7 @@ async fn metrics_over_time_team_metrics_and_prometheus() {
         ready: 2,
         target: 3,
     }];
-    let scrape = || async {
-        let resp = h
-            .router
-            .clone()
-            .oneshot(
-                Request::builder()
-                    .uri("/metrics")
-                    .header("x-api-key", &h.key)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        String::from_utf8(
-            axum::body::to_bytes(resp.into_body(), 1 << 20)
-                .await
-                .unwrap()
-                .to_vec(),
-        )
-        .unwrap()
-    };
-    let text = scrape().await;
+    let text = h.scrape().await;
     for want in [
         "sandbar_sandbox_creates_total{result=\"ok\"}",
         "sandbar_sandboxes{state=\"running\",template=\"base\"} 1",
@@ -1441,7 +1419,7 @@ async fn metrics_over_time_team_metrics_and_prometheus() {
     }
     // A pool that went (its demand did) reads 0, not its last depth.
     h.node.pools.lock().unwrap().clear();
-    let text = scrape().await;
+    let text = h.scrape().await;
     for want in [
         "sandbar_warm_pool_ready{template=\"pooled-tpl\"} 0",
         "sandbar_warm_pool_target{template=\"pooled-tpl\"} 0",

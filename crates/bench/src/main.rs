@@ -382,17 +382,17 @@ async fn pooled_create_rows(
         extra_args,
         ..main.clone()
     };
-    let mut cold = match Sandbar::start(&opts).await {
+    let mut pooled = match Sandbar::start(&opts).await {
         Ok(s) => s,
         Err(e) => return vec![Row::error(WHAT, &e)],
     };
     let measured = async {
-        let ca_files = cold.ca_files();
+        let ca_files = pooled.ca_files();
         let client = Client::new(&ca_files.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
         let api = Api::new(
             client,
-            cold.api.clone(),
-            cold.env.require("E2B_API_KEY")?.to_string(),
+            pooled.api.clone(),
+            pooled.env.require("E2B_API_KEY")?.to_string(),
             args.template.clone(),
         );
         let mut rows = create::rows(&api, &counts.create_plan, true).await;
@@ -402,7 +402,7 @@ async fn pooled_create_rows(
         Ok::<_, anyhow::Error>(rows)
     }
     .await;
-    let stopped = tokio::task::block_in_place(|| cold.stop());
+    let stopped = tokio::task::block_in_place(|| pooled.stop());
     let left = leftovers::find(&instance, &opts.data_dir);
     let mut rows = measured.unwrap_or_else(|e| vec![Row::error(WHAT, &e)]);
     if let Err(e) = stopped {

@@ -99,10 +99,10 @@ pub struct ServeArgs {
     )]
     pub warm: Vec<(String, usize)>,
     /// Memory the demand-sized warm pools may hold in all (MiB): every
-    /// template created from keeps as many sandboxes booted ahead as it had
-    /// creates in the last 30 s (at least one while it was used in the last
-    /// 10 minutes), within this budget. 0 turns them off (the `--warm`
-    /// floors stay).
+    /// template created from keeps as many sandboxes booted ahead as the
+    /// biggest burst of its creates (those within one second) in the last
+    /// 30 s (at least one while it was used in the last 10 minutes), within
+    /// this budget. 0 turns them off (the `--warm` floors stay).
     #[arg(long, env = "SANDBAR_WARM_BUDGET_MB", default_value_t = 1024)]
     pub warm_budget_mb: u64,
     /// A range to open out of what sandboxes never reach (private networks,

@@ -212,10 +212,7 @@ impl LayerStore {
             dir: self.root.join(WRITABLE).join(id),
         };
         let made = (|| {
-            let sub = std::fs::File::open(&w.dir).map_err(io("open the writable layer"))?;
-            btrfs::limit(sub.as_fd(), quota_mb.max(1) << 20).map_err(io(format!(
-                "limit the writable layer of {id} to {quota_mb} MiB"
-            )))?;
+            self.set_quota(&w, quota_mb)?;
             std::fs::create_dir(w.upper()).map_err(io("mkdir upper"))?;
             std::fs::create_dir(w.work()).map_err(io("mkdir work"))?;
             Ok(())
@@ -227,8 +224,9 @@ impl LayerStore {
         Ok(w)
     }
 
-    /// Sets the quota of writable layer `w` to `quota_mb` (a warm sandbox's
-    /// handed over to a caller who asked for another disk size).
+    /// Sets the quota of writable layer `w` to `quota_mb` (at its making,
+    /// and for a warm sandbox's handed over to a caller who asked for
+    /// another disk size).
     pub fn set_quota(&self, w: &Writable, quota_mb: u64) -> Result<(), LayerError> {
         let sub = std::fs::File::open(&w.dir).map_err(io("open the writable layer"))?;
         btrfs::limit(sub.as_fd(), quota_mb.max(1) << 20).map_err(io(format!(

@@ -63,7 +63,8 @@ use std::process::{Command, Stdio};
 
 use serde::{Deserialize, Serialize};
 
-use crate::init::{DEV_LINKS, DEV_NODES, ENVD_PATH, INTERPRETER_PATH};
+use crate::binaries::RUN_ROOT;
+use crate::init::{shm_options, DEV_LINKS, DEV_NODES, ENVD_PATH, INTERPRETER_PATH};
 use crate::sys;
 
 mod kdat;
@@ -80,7 +81,6 @@ const IRMAP_SCAN: &[&str] = &["/home", "/root", "/tmp"];
 const DUMP_LOG: &str = "dump.log";
 const RESTORE_LOG: &str = "restore.log";
 const PIDFILE: &str = "restored.pid";
-use crate::binaries::RUN_ROOT as RUN_SANDBAR;
 
 /// A working criu binary.
 #[derive(Debug, Clone)]
@@ -418,7 +418,7 @@ impl Criu {
                 plan.push(
                     "open /run/sandbar",
                     Step::OpenAt {
-                        path: s(RUN_SANDBAR),
+                        path: s(RUN_ROOT),
                         slot: slot.as_raw_fd(),
                     },
                 );
@@ -432,12 +432,12 @@ impl Criu {
                         data: Some(s("mode=0755,size=1m")),
                     },
                 );
-                plan.push("make /run/sandbar", Step::Mkdir(s(RUN_SANDBAR)));
+                plan.push("make /run/sandbar", Step::Mkdir(s(RUN_ROOT)));
                 plan.push(
                     "bind /run/sandbar back",
                     Step::Mount {
                         src: s(&format!("/proc/self/fd/{}", slot.as_raw_fd())),
-                        target: s(RUN_SANDBAR),
+                        target: s(RUN_ROOT),
                         fstype: s("none"),
                         flags: libc::MS_BIND | libc::MS_REC,
                         data: None,
@@ -474,10 +474,7 @@ impl Criu {
                     target: c(&shm)?,
                     fstype: s("tmpfs"),
                     flags: libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    data: Some(s(&format!(
-                        "mode=1777,size=64m,uid={0},gid={0}",
-                        r.uid_base
-                    ))),
+                    data: Some(s(&shm_options(r.uid_base))),
                 },
             );
         }
@@ -865,6 +862,40 @@ impl Plan {
     }
 }
 
+/// Opens `path` write-only with `flags` (and `mode` when it creates it)
+/// and writes `data` in one call: the cgroup and cache files written here
+/// are small. Only raw system calls (see [`Step`]).
+///
+/// # Safety
+/// Between fork and exec, `path` a valid C string.
+unsafe fn write_file(
+    path: &CString,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+    data: &[u8],
+) -> io::Result<()> {
+    let fd = libc::open(
+        path.as_ptr(),
+        libc::O_WRONLY | libc::O_CLOEXEC | flags,
+        mode,
+    );
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = if data.is_empty() {
+        0
+    } else {
+        libc::write(fd, data.as_ptr().cast(), data.len())
+    };
+    let err = io::Error::last_os_error();
+    libc::close(fd);
+    match n {
+        n if n < 0 => Err(err),
+        n if n as usize != data.len() => Err(io::Error::from(io::ErrorKind::WriteZero)),
+        _ => Ok(()),
+    }
+}
+
 impl Step {
     /// # Safety
     /// Only between fork and exec, in a single-threaded child.
@@ -897,51 +928,12 @@ impl Step {
                 ok(libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, *dev))
             }
             Step::Mkdir(path) => ok(libc::mkdir(path.as_ptr(), 0o755)),
-            Step::CreateFile(path) => {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                    0o644,
-                );
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            }
+            Step::CreateFile(path) => write_file(path, libc::O_CREAT | libc::O_EXCL, 0o644, &[]),
             Step::Symlink { target, link } => ok(libc::symlink(target.as_ptr(), link.as_ptr())),
             Step::Lchown(path, id) => ok(libc::lchown(path.as_ptr(), *id, *id)),
-            Step::WriteFile(path, data) => {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let n = libc::write(fd, data.as_ptr().cast(), data.len());
-                let err = io::Error::last_os_error();
-                libc::close(fd);
-                if n < 0 {
-                    Err(err)
-                } else {
-                    Ok(())
-                }
-            }
+            Step::WriteFile(path, data) => write_file(path, 0, 0, data),
             Step::CreateWith(path, data) => {
-                let fd = libc::open(
-                    path.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
-                    0o600,
-                );
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let n = libc::write(fd, data.as_ptr().cast(), data.len());
-                let err = io::Error::last_os_error();
-                libc::close(fd);
-                match n {
-                    n if n < 0 => Err(err),
-                    n if n as usize != data.len() => Err(io::Error::from(io::ErrorKind::WriteZero)),
-                    _ => Ok(()),
-                }
+                write_file(path, libc::O_CREAT | libc::O_EXCL, 0o600, data)
             }
             Step::OpenAt { path, slot } => {
                 let fd = libc::open(

@@ -64,6 +64,12 @@ pub(crate) const DEV_NODES: &[(&str, u32, u32)] = &[
     ("tty", 5, 0),
 ];
 /// The symbolic links of a sandbox's `/dev`: name, target.
+/// The options of a sandbox's `/dev/shm` tmpfs (`uid_base`: the host uid
+/// of the sandbox's root); a restore mounts a new one the same way.
+pub(crate) fn shm_options(uid_base: u32) -> String {
+    format!("mode=1777,size=64m,uid={uid_base},gid={uid_base}")
+}
+
 pub(crate) const DEV_LINKS: &[(&str, &str)] = &[
     ("ptmx", "pts/ptmx"),
     ("fd", "/proc/self/fd"),
@@ -191,14 +197,7 @@ fn run() -> Result<(), InitError> {
     let owner = crate::privileges::namespace_owner(netns_inode);
     unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP)
         .step(|| "unshare mount/pid/cgroup namespaces".into())?;
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .step(|| "make / private".into())?;
+    crate::sys::make_mounts_private().step(|| "make / private".into())?;
 
     let root = spec.dir.join("root");
     let targets = mount_root(&spec, &root)?;
@@ -438,7 +437,7 @@ fn mount_root(spec: &InitSpec, root: &Path) -> Result<ChildTargets, InitError> {
         &dev.join("shm"),
         "tmpfs",
         nosuid_nodev | MsFlags::MS_NOEXEC,
-        Some(&format!("mode=1777,size=64m,uid={base},gid={base}")),
+        Some(&shm_options(base)),
     )?;
     std::os::unix::fs::lchown(&dev, Some(base), Some(base)).step(|| "chown /dev".into())?;
 

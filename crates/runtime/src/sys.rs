@@ -162,6 +162,19 @@ pub(crate) fn setns(fd: &OwnedFd, nstype: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// `mount --make-rprivate /`: what the caller (in a mount namespace of its
+/// own) mounts from now on stays out of the namespace it came from.
+pub(crate) fn make_mounts_private() -> io::Result<()> {
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )?;
+    Ok(())
+}
+
 /// Brings `lo` up in the caller's network namespace.
 pub(crate) fn loopback_up() -> io::Result<()> {
     // SAFETY: plain socket creation.

@@ -176,6 +176,19 @@ pub(crate) fn from_millis(
     })
 }
 
+/// An optional JSON column (stored as text) read back.
+pub(crate) fn from_json_text(
+    context: &'static str,
+    text: Option<String>,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt {
+            context,
+            detail: e.to_string(),
+        })
+}
+
 /// Test databases: always a SQLite file in a temp dir, plus a fresh
 /// PostgreSQL database when `SANDBAR_TEST_POSTGRES_URL` names a server (an
 /// admin URL such as `postgres://postgres@127.0.0.1:5432/postgres`).

@@ -175,10 +175,7 @@ fn row_to_record(row: &sqlx::any::AnyRow) -> Result<SandboxRecord, StoreError> {
         disk_mb: u64::try_from(disk).map_err(|_| corrupt(format!("disk_mb {disk}")))?,
         state: SandboxState::parse(&state).ok_or_else(|| corrupt(format!("state '{state}'")))?,
         allow_internet: allow != 0,
-        network: network
-            .map(|n| serde_json::from_str(&n))
-            .transpose()
-            .map_err(|e| corrupt(format!("network: {e}")))?,
+        network: crate::from_json_text("sandbox network", network)?,
         node: row.try_get("node").map_err(get)?,
         api_key_id: row.try_get("api_key_id").map_err(get)?,
         team_id: row.try_get("team_id").map_err(get)?,

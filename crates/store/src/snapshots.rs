@@ -51,15 +51,11 @@ fn row_to_snapshot(row: &sqlx::any::AnyRow) -> Result<SnapshotRecord, StoreError
         memory_mb: u64::try_from(get("memory_mb")?).unwrap_or(0),
         disk_mb: u64::try_from(get("disk_mb")?).unwrap_or(0),
         created_at: from_millis("snapshot created_at", get("created_at")?)?,
-        settings: row
-            .try_get::<Option<String>, _>("settings")
-            .map_err(query_err("decoding a snapshot"))?
-            .map(|s| serde_json::from_str(&s))
-            .transpose()
-            .map_err(|e| StoreError::Corrupt {
-                context: "snapshot settings",
-                detail: e.to_string(),
-            })?,
+        settings: crate::from_json_text(
+            "snapshot settings",
+            row.try_get("settings")
+                .map_err(query_err("decoding a snapshot"))?,
+        )?,
     })
 }
 

@@ -109,13 +109,7 @@ fn probe(bin: &Path, owner: Option<u32>) -> io::Result<Vec<u8>> {
     let bin = bin.to_path_buf();
     on_own_thread(move || {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )?;
+        crate::sys::make_mounts_private()?;
         mount(
             Some("tmpfs"),
             "/run",

@@ -161,32 +161,23 @@ fn biggest_burst(times: &VecDeque<Instant>) -> usize {
     most
 }
 
-/// What a pool should hold: how many, booted with what.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    count: usize,
-    cpu_count: u32,
-    memory_mb: u64,
-    disk_mb: u64,
-}
-
-/// Each template's target: the operator's floor, raised to its demand,
-/// demand cut (in proportion) to what `budget` allows at `cost` each.
+/// Each template's target (how many, booted with what): the operator's
+/// floor, raised to its demand, demand cut (in proportion) to what
+/// `budget` allows at `cost` each.
 fn targets(
     floors: &[WarmSpec],
     demand: &BTreeMap<String, usize>,
     pools: Option<&DemandPools>,
     cost: u64,
-) -> BTreeMap<String, Target> {
-    let mut out: BTreeMap<String, Target> = BTreeMap::new();
+) -> BTreeMap<String, WarmSpec> {
+    let mut out: BTreeMap<String, WarmSpec> = BTreeMap::new();
     for w in floors {
-        let t = out.entry(w.template.clone()).or_insert(Target {
-            count: 0,
-            cpu_count: w.cpu_count,
-            memory_mb: w.memory_mb,
-            disk_mb: w.disk_mb,
-        });
-        t.count += w.count;
+        out.entry(w.template.clone())
+            .or_insert(WarmSpec {
+                count: 0,
+                ..w.clone()
+            })
+            .count += w.count;
     }
     let Some(pools) = pools else {
         return out;
@@ -208,7 +199,8 @@ fn targets(
             continue;
         }
         out.entry(template.clone())
-            .or_insert(Target {
+            .or_insert(WarmSpec {
+                template: template.clone(),
                 count: 0,
                 cpu_count: pools.cpu_count,
                 memory_mb: pools.memory_mb,
@@ -329,7 +321,7 @@ impl Runtime {
         }
     }
 
-    fn pool_targets(&self) -> BTreeMap<String, Target> {
+    fn pool_targets(&self) -> BTreeMap<String, WarmSpec> {
         targets(
             &self.options.warm,
             &self.pool.demand(),
@@ -387,8 +379,8 @@ impl Runtime {
                 missing
             };
             for _ in 0..missing {
-                let (rt, template, target) = (this.clone(), template.clone(), target.clone());
-                tokio::spawn(async move { rt.make_warm(template, target).await });
+                let (rt, target) = (this.clone(), target.clone());
+                tokio::spawn(async move { rt.make_warm(target).await });
             }
         }
     }
@@ -417,7 +409,8 @@ impl Runtime {
         });
     }
 
-    async fn make_warm(self: Arc<Self>, template: String, target: Target) {
+    async fn make_warm(self: Arc<Self>, target: WarmSpec) {
+        let template = target.template;
         let spec = SandboxSpec {
             id: format!("warm-{}", hex::encode(rand::random::<[u8; 8]>())),
             template: template.clone(),
